@@ -1,0 +1,307 @@
+//! CPU kernels of the 3D convolution: GEMMs over tiles of output voxels, never a full im2col.
+//!
+//! * Stride 1 ("shifted views"): the input is zero-padded once; for an output tile, every kernel
+//!   tap `(kd, kh, kw)` reads the padded input shifted by a constant flat offset, so the tile is
+//!   `Σ_taps W_tap · X_shifted`, one GEMM per tap with no copy beyond the padding. Outputs are
+//!   computed on the padded (virtual) grid and the valid ones are scattered out.
+//! * Any stride: the tile's columns are gathered into a small im2col buffer
+//!   (`c_in·taps × tile`) that one GEMM multiplies by the weight matrix.
+//! * The weight gradient gathers the same im2col tiles and accumulates `G · colᵀ`.
+//!
+//! Tiles run in parallel on rayon's pool; each GEMM is single-threaded.
+
+use super::geometry::ConvGeometry;
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+/// Output voxels per tile: the tile's GEMM operands (`c · TILE` floats each) stay in L2.
+const TILE: usize = 512;
+
+/// A raw output pointer shared by tiles that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every tile writes a disjoint set of output elements.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so closures capture the whole `Send + Sync` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Forward convolution of contiguous `x` `[b, c_in, d, h, w]` with `w` `[c_out, c_in, k…]`.
+pub(crate) fn conv3d_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let out_len = g.batch * g.c_out * g.output_volume();
+    let mut out = vec![0f32; out_len];
+    let in_stride = g.c_in * g.input_volume();
+    let out_stride = g.c_out * g.output_volume();
+    for (xb, ob) in x
+        .chunks_exact(in_stride)
+        .zip(out.chunks_exact_mut(out_stride))
+    {
+        if g.stride == [1, 1, 1] {
+            forward_shifted(xb, w, g, ob);
+        } else {
+            forward_im2col(xb, w, g, ob);
+        }
+    }
+    out
+}
+
+/// Gradient of the convolution with respect to its weight: `[c_out, c_in, k…]`.
+pub(crate) fn conv3d_weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let rows = g.c_in * g.taps();
+    let ovol = g.output_volume();
+    let tiles = ovol.div_ceil(TILE);
+    let in_stride = g.c_in * g.input_volume();
+    let out_stride = g.c_out * ovol;
+    let zero = || (vec![0f32; g.c_out * rows], vec![0f32; rows * TILE]);
+    let (grad_w, _) = (0..g.batch * tiles)
+        .into_par_iter()
+        .fold(zero, |(mut acc, mut col), job| {
+            let (b, t) = (job / tiles, job % tiles);
+            let n0 = t * TILE;
+            let nt = TILE.min(ovol - n0);
+            let xb = &x[b * in_stride..(b + 1) * in_stride];
+            let gb = &grad_out[b * out_stride..(b + 1) * out_stride];
+            im2col_tile(xb, g, n0, nt, &mut col);
+            // acc[c_out × rows] += G[c_out × nt] · colᵀ[nt × rows]
+            // SAFETY: all pointers and strides address in-bounds elements of the slices above.
+            unsafe {
+                gemm(
+                    g.c_out,
+                    rows,
+                    nt,
+                    acc.as_mut_ptr(),
+                    1,
+                    rows as isize,
+                    true,
+                    gb.as_ptr().add(n0),
+                    1,
+                    ovol as isize,
+                    col.as_ptr(),
+                    nt as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+            (acc, col)
+        })
+        .reduce(zero, |(mut a, col), (b, _)| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            (a, col)
+        });
+    grad_w
+}
+
+/// Stride-1 convolution of one batch item by per-tap GEMMs over shifted views of the padded input.
+fn forward_shifted(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
+    let [(pdb, pda), (phb, pha), (pwb, pwa)] = g.padding;
+    let padded_dims = [
+        g.input[0] + pdb + pda,
+        g.input[1] + phb + pha,
+        g.input[2] + pwb + pwa,
+    ];
+    let xp: Cow<[f32]> = if padded_dims == g.input {
+        Cow::Borrowed(x)
+    } else {
+        Cow::Owned(pad_input(x, g, padded_dims))
+    };
+    let [_, hp, wp] = padded_dims;
+    let plane = hp * wp;
+    let vp = padded_dims.iter().product::<usize>();
+    let [od, oh, ow] = g.output;
+    let taps = g.taps();
+    let offsets: Vec<usize> = (0..g.kernel[0])
+        .flat_map(|a| (0..g.kernel[1]).flat_map(move |b| (0..g.kernel[2]).map(move |c| (a, b, c))))
+        .map(|(a, b, c)| a * plane + b * wp + c)
+        .collect();
+    // Weights regrouped tap-major, `[taps][c_out][c_in]`, so each tap's matrix is contiguous.
+    let mut w_taps = vec![0f32; w.len()];
+    for co in 0..g.c_out {
+        for ci in 0..g.c_in {
+            for t in 0..taps {
+                w_taps[(t * g.c_out + co) * g.c_in + ci] = w[(co * g.c_in + ci) * taps + t];
+            }
+        }
+    }
+    // Virtual positions n = z·plane + y·wp + x, up to the last valid output voxel.
+    let n_total = (od - 1) * plane + (oh - 1) * wp + ow;
+    let tiles = n_total.div_ceil(TILE);
+    let ovol = g.output_volume();
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    let (c_out, c_in) = (g.c_out, g.c_in);
+    (0..tiles).into_par_iter().for_each_init(
+        || vec![0f32; c_out * TILE],
+        |acc, t| {
+            let n0 = t * TILE;
+            let nt = TILE.min(n_total - n0);
+            for (tap, off) in offsets.iter().enumerate() {
+                // acc[c_out × nt] (+)= W_tap[c_out × c_in] · Xp[c_in × nt] shifted by `off`.
+                // SAFETY: n0 + off + nt - 1 ≤ vp - 1 for every tap, so reads stay in `xp`.
+                unsafe {
+                    gemm(
+                        c_out,
+                        nt,
+                        c_in,
+                        acc.as_mut_ptr(),
+                        1,
+                        nt as isize,
+                        tap > 0,
+                        w_taps.as_ptr().add(tap * c_out * c_in),
+                        1,
+                        c_in as isize,
+                        xp.as_ptr().add(n0 + off),
+                        1,
+                        vp as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            }
+            // Scatter the valid columns: runs of consecutive x inside one output row.
+            let mut j = 0;
+            while j < nt {
+                let n = n0 + j;
+                let (z, r) = (n / plane, n % plane);
+                let (y, xx) = (r / wp, r % wp);
+                let row_left = wp - xx;
+                if y >= oh || xx >= ow {
+                    j += row_left.min(nt - j);
+                    continue;
+                }
+                let run = (ow - xx).min(nt - j);
+                let dst0 = z * oh * ow + y * ow + xx;
+                for co in 0..c_out {
+                    let src = &acc[co * nt + j..co * nt + j + run];
+                    // SAFETY: (co, z, y, xx..xx+run) is a valid output index owned by this tile.
+                    unsafe {
+                        let dst = out_ptr.get().add(co * ovol + dst0);
+                        std::ptr::copy_nonoverlapping(src.as_ptr(), dst, run);
+                    }
+                }
+                j += row_left.min(nt - j);
+            }
+        },
+    );
+}
+
+/// Zero-pads one batch item `[c_in, d, h, w]` to `padded_dims`.
+fn pad_input(x: &[f32], g: &ConvGeometry, padded_dims: [usize; 3]) -> Vec<f32> {
+    let [d, h, w] = g.input;
+    let [(pdb, _), (phb, _), (pwb, _)] = g.padding;
+    let [dp, hp, wp] = padded_dims;
+    let mut xp = vec![0f32; g.c_in * dp * hp * wp];
+    xp.par_chunks_mut(dp * hp * wp)
+        .zip(x.par_chunks(d * h * w))
+        .for_each(|(dst, src)| {
+            for z in 0..d {
+                for y in 0..h {
+                    let s = (z * h + y) * w;
+                    let t = ((z + pdb) * hp + y + phb) * wp + pwb;
+                    dst[t..t + w].copy_from_slice(&src[s..s + w]);
+                }
+            }
+        });
+    xp
+}
+
+/// Any-stride convolution of one batch item: gathered im2col tiles, one GEMM per tile.
+fn forward_im2col(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
+    let rows = g.c_in * g.taps();
+    let ovol = g.output_volume();
+    let tiles = ovol.div_ceil(TILE);
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    (0..tiles).into_par_iter().for_each_init(
+        || vec![0f32; rows * TILE],
+        |col, t| {
+            let n0 = t * TILE;
+            let nt = TILE.min(ovol - n0);
+            im2col_tile(x, g, n0, nt, col);
+            // out[c_out × nt] = W[c_out × rows] · col[rows × nt]
+            // SAFETY: the tile writes columns n0..n0+nt of every output channel, its own.
+            unsafe {
+                gemm(
+                    g.c_out,
+                    nt,
+                    rows,
+                    out_ptr.get().add(n0),
+                    1,
+                    ovol as isize,
+                    false,
+                    w.as_ptr(),
+                    1,
+                    rows as isize,
+                    col.as_ptr(),
+                    1,
+                    nt as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        },
+    );
+}
+
+/// Fills `col[(ci·taps + tap)·nt + j]` with the input value under tap `tap` of output voxel
+/// `n0 + j` (zero where the tap falls in the padding).
+fn im2col_tile(x: &[f32], g: &ConvGeometry, n0: usize, nt: usize, col: &mut [f32]) {
+    let [d, h, w] = g.input;
+    let [kd, kh, kw] = g.kernel;
+    let [sd, sh, sw] = g.stride;
+    let [(pdb, _), (phb, _), (pwb, _)] = g.padding;
+    let [_, oh, ow] = g.output;
+    let vol = d * h * w;
+    // Row segments of the tile: (first column, z, y, first x, length).
+    let mut segments = Vec::new();
+    let mut j = 0;
+    while j < nt {
+        let n = n0 + j;
+        let (z, y, xx) = (n / (oh * ow), (n / ow) % oh, n % ow);
+        let len = (ow - xx).min(nt - j);
+        segments.push((j, z, y, xx, len));
+        j += len;
+    }
+    let mut row = 0;
+    for ci in 0..g.c_in {
+        let xc = &x[ci * vol..(ci + 1) * vol];
+        for a in 0..kd {
+            for b in 0..kh {
+                for c in 0..kw {
+                    let dst_row = &mut col[row * nt..(row + 1) * nt];
+                    for &(j0, z, y, x0, len) in &segments {
+                        let dst = &mut dst_row[j0..j0 + len];
+                        let iz = (z * sd + a).wrapping_sub(pdb);
+                        let iy = (y * sh + b).wrapping_sub(phb);
+                        if iz >= d || iy >= h {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &xc[(iz * h + iy) * w..(iz * h + iy + 1) * w];
+                        for (k, v) in dst.iter_mut().enumerate() {
+                            let ix = ((x0 + k) * sw + c).wrapping_sub(pwb);
+                            *v = if ix < w { src[ix] } else { 0.0 };
+                        }
+                    }
+                    row += 1;
+                }
+            }
+        }
+    }
+}

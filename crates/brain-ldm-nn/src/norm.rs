@@ -1,0 +1,247 @@
+//! Group and layer normalisation, with fused CPU inference paths.
+
+use crate::error::NnError;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor, D};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+/// Group normalisation over `[b, c, …]` (any number of trailing axes), as
+/// `torch.nn.GroupNorm`, with an optional fused SiLU.
+///
+/// Inference on the CPU in f32 runs one fused pass per group (statistics in f64); when a
+/// gradient is tracked, or off the CPU, it is composed of candle ops.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    num_groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// A group norm from its per-channel gain and shift.
+    ///
+    /// # Errors
+    /// [`NnError::Geometry`] when `num_groups` does not divide the channel count.
+    pub fn new(weight: Tensor, bias: Tensor, num_groups: usize, eps: f64) -> Result<Self> {
+        let channels = weight.dim(0)?;
+        if num_groups == 0 || channels % num_groups != 0 {
+            return Err(NnError::Geometry {
+                op: "group_norm",
+                reason: format!("{num_groups} groups do not divide {channels} channels"),
+            }
+            .into());
+        }
+        Ok(Self {
+            weight,
+            bias,
+            num_groups,
+            eps,
+        })
+    }
+
+    /// Normalises then applies SiLU: `silu(group_norm(x))`, fused on the CPU.
+    ///
+    /// # Errors
+    /// As [`Module::forward`]: a wrong channel count or a rank below 3.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        const OP: &str = "group_norm";
+        let dims = x.dims();
+        if dims.len() < 3 {
+            return Err(NnError::Rank {
+                op: OP,
+                expected: 3,
+                got: dims.to_vec(),
+            }
+            .into());
+        }
+        let channels = self.weight.dim(0)?;
+        if dims[1] != channels {
+            return Err(NnError::Channels {
+                op: OP,
+                expected: channels,
+                got: dims[1],
+            }
+            .into());
+        }
+        let tracked = x.track_op() || self.weight.track_op() || self.bias.track_op();
+        if !tracked && x.device().is_cpu() && x.dtype() == DType::F32 {
+            let op = FusedGroupNorm {
+                gain: self.weight.to_dtype(DType::F32)?.to_vec1()?,
+                shift: self.bias.to_dtype(DType::F32)?.to_vec1()?,
+                num_groups: self.num_groups,
+                eps: self.eps,
+                silu,
+            };
+            return x.contiguous()?.apply_op1_no_bwd(&op);
+        }
+        let y = self.composed(x)?;
+        if silu {
+            y.silu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// The plain-ops group norm (differentiable, any device).
+    fn composed(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (b, c) = (dims[0], dims[1]);
+        let dtype = x.dtype();
+        let internal = match dtype {
+            DType::F16 | DType::BF16 => DType::F32,
+            d => d,
+        };
+        let x = x.to_dtype(internal)?.reshape((b, self.num_groups, ()))?;
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let mut shape = vec![1; dims.len()];
+        shape[1] = c;
+        normed
+            .reshape(dims)?
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.weight.reshape(shape.clone())?)?
+            .broadcast_add(&self.bias.reshape(shape)?)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
+    }
+}
+
+/// Loads a [`GroupNorm`] (`weight`, `bias`, each `[num_channels]`) from `vb`.
+///
+/// # Errors
+/// A candle error naming the key when a tensor is missing or mis-shaped, or
+/// [`NnError::Geometry`] when the groups do not divide the channels.
+pub fn group_norm(
+    num_groups: usize,
+    num_channels: usize,
+    eps: f64,
+    vb: VarBuilder,
+) -> Result<GroupNorm> {
+    let weight = vb.get_with_hints(num_channels, "weight", candle_nn::Init::Const(1.0))?;
+    let bias = vb.get_with_hints(num_channels, "bias", candle_nn::Init::Const(0.0))?;
+    GroupNorm::new(weight, bias, num_groups, eps)
+}
+
+/// The fused CPU group norm (+ SiLU) for inference.
+struct FusedGroupNorm {
+    gain: Vec<f32>,
+    shift: Vec<f32>,
+    num_groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl CustomOp1 for FusedGroupNorm {
+    fn name(&self) -> &'static str {
+        "group-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l.dims();
+        let channels = dims[1];
+        let spatial: usize = dims[2..].iter().product();
+        let per_group = channels / self.num_groups;
+        let data = s.as_slice::<f32>()?;
+        let (start, end) = l.contiguous_offsets().ok_or_else(|| NnError::Geometry {
+            op: "group_norm",
+            reason: "input is not contiguous".to_string(),
+        })?;
+        let x = &data[start..end];
+        let mut out = vec![0f32; x.len()];
+        let group_len = per_group * spatial;
+        out.par_chunks_mut(group_len)
+            .zip(x.par_chunks(group_len))
+            .enumerate()
+            .for_each(|(i, (dst, src))| {
+                let n = src.len() as f64;
+                let mean = src.iter().map(|&v| v as f64).sum::<f64>() / n;
+                let var = src
+                    .iter()
+                    .map(|&v| {
+                        let d = v as f64 - mean;
+                        d * d
+                    })
+                    .sum::<f64>()
+                    / n;
+                let inv_std = 1.0 / (var + self.eps).sqrt();
+                let first_channel = (i % self.num_groups) * per_group;
+                for (k, (d, s)) in dst.chunks_mut(spatial).zip(src.chunks(spatial)).enumerate() {
+                    let c = first_channel + k;
+                    let scale = (self.gain[c] as f64 * inv_std) as f32;
+                    let offset =
+                        (self.shift[c] as f64 - mean * self.gain[c] as f64 * inv_std) as f32;
+                    if self.silu {
+                        for (d, &s) in d.iter_mut().zip(s) {
+                            let y = s * scale + offset;
+                            *d = y / (1.0 + (-y).exp());
+                        }
+                    } else {
+                        for (d, &s) in d.iter_mut().zip(s) {
+                            *d = s * scale + offset;
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// Layer normalisation over the last axis, as `torch.nn.LayerNorm(dim, eps)`.
+///
+/// Uses candle-nn's fused kernel for inference and the composed ops when a gradient is
+/// tracked (candle-nn's own `LayerNorm` uses the fused kernel, which has no backward).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// A layer norm from its gain and shift, each `[dim]`.
+    pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> Self {
+        Self { weight, bias, eps }
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dim = self.weight.dim(0)?;
+        let last = x.dim(D::Minus1)?;
+        if last != dim {
+            return Err(NnError::Channels {
+                op: "layer_norm",
+                expected: dim,
+                got: last,
+            }
+            .into());
+        }
+        let tracked = x.track_op() || self.weight.track_op() || self.bias.track_op();
+        if tracked {
+            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+        }
+    }
+}
+
+/// Loads a [`LayerNorm`] (`weight`, `bias`, each `[dim]`) from `vb`.
+///
+/// # Errors
+/// A candle error naming the key when a tensor is missing or mis-shaped.
+pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
+    let bias = vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?;
+    Ok(LayerNorm::new(weight, bias, eps))
+}
