@@ -112,6 +112,8 @@ fn cases() -> Vec<([usize; 5], [usize; 5], Conv3dConfig)> {
         ),
         // Enough output voxels for several parallel tiles.
         ([1, 3, 12, 11, 13], [4, 3, 3, 3, 3], Conv3dConfig::new(1, 1)),
+        // Large enough for the shifted-view kernels (padding columns under 10 % of the work).
+        ([1, 3, 8, 30, 60], [7, 3, 3, 3, 3], Conv3dConfig::new(1, 1)),
     ]
 }
 

@@ -1,16 +1,21 @@
 //! CPU kernels of the 3D convolution: GEMMs over tiles of output voxels, never a full im2col.
 //!
-//! * Stride 1 ("shifted views"): the input is zero-padded once; for an output tile, every kernel
-//!   tap `(kd, kh, kw)` reads the padded input shifted by a constant flat offset, so the tile is
-//!   `Σ_taps W_tap · X_shifted`, one GEMM per tap with no copy beyond the padding. Outputs are
-//!   computed on the padded (virtual) grid and the valid ones are scattered out.
-//! * Any stride: the tile's columns are gathered into a small im2col buffer
-//!   (`c_in·taps × tile`) that one GEMM multiplies by the weight matrix.
+//! * Stride 1 on large volumes ("shifted views"): the input is zero-padded once; for an output
+//!   tile, every kernel tap `(kd, kh, kw)` reads the padded input shifted by a constant flat
+//!   offset. On x86-64 with AVX2+FMA the register-blocked kernel of `direct_x86` runs it;
+//!   elsewhere (and for 1×1×1 kernels, a plain GEMM) the tile is `Σ_taps W_tap · X_shifted`,
+//!   one GEMM per tap. Outputs are computed on the padded (virtual) grid and the valid ones
+//!   are scattered out.
+//! * Any stride, and small volumes where the padding columns would waste over 10 % of the
+//!   work: each tile's windows are gathered into a small im2col buffer (`c_in·taps × tile`)
+//!   that one GEMM multiplies by the weight matrix.
 //! * The weight gradient gathers the same im2col tiles and accumulates `G · colᵀ`.
 //!
-//! Tiles run in parallel on rayon's pool; each GEMM is single-threaded.
+//! Tiles run in parallel on rayon's pool; each GEMM is single-threaded unless there are too
+//! few tiles to occupy the pool.
 
 use super::geometry::ConvGeometry;
+use super::im2col::im2col_tile;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -38,11 +43,20 @@ pub(crate) fn conv3d_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32>
     let mut out = vec![0f32; out_len];
     let in_stride = g.c_in * g.input_volume();
     let out_stride = g.c_out * g.output_volume();
+    // Stride-1 convolutions on the virtual grid waste the padding columns; past 10 % extra
+    // work (small volumes such as the diffusion latents), gathered tiles are cheaper.
+    let shifted = g.stride == [1, 1, 1]
+        && g.virtual_grid_positions() as f64 <= 1.1 * g.output_volume() as f64;
     for (xb, ob) in x
         .chunks_exact(in_stride)
         .zip(out.chunks_exact_mut(out_stride))
     {
-        if g.stride == [1, 1, 1] {
+        #[cfg(target_arch = "x86_64")]
+        if shifted && g.taps() > 1 && super::direct_x86::available() {
+            super::direct_x86::conv3d_stride1(xb, w, g, ob);
+            continue;
+        }
+        if shifted {
             forward_shifted(xb, w, g, ob);
         } else {
             forward_im2col(xb, w, g, ob);
@@ -67,7 +81,7 @@ pub(crate) fn conv3d_weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) 
             let nt = TILE.min(ovol - n0);
             let xb = &x[b * in_stride..(b + 1) * in_stride];
             let gb = &grad_out[b * out_stride..(b + 1) * out_stride];
-            im2col_tile(xb, g, n0, nt, &mut col);
+            im2col_tile(xb, g, 0..g.c_in, n0, nt, &mut col, nt);
             // acc[c_out × rows] += G[c_out × nt] · colᵀ[nt × rows]
             // SAFETY: all pointers and strides address in-bounds elements of the slices above.
             unsafe {
@@ -118,7 +132,7 @@ fn forward_shifted(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
     let [_, hp, wp] = padded_dims;
     let plane = hp * wp;
     let vp = padded_dims.iter().product::<usize>();
-    let [od, oh, ow] = g.output;
+    let [_, oh, ow] = g.output;
     let taps = g.taps();
     let offsets: Vec<usize> = (0..g.kernel[0])
         .flat_map(|a| (0..g.kernel[1]).flat_map(move |b| (0..g.kernel[2]).map(move |c| (a, b, c))))
@@ -134,7 +148,7 @@ fn forward_shifted(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
         }
     }
     // Virtual positions n = z·plane + y·wp + x, up to the last valid output voxel.
-    let n_total = (od - 1) * plane + (oh - 1) * wp + ow;
+    let n_total = g.virtual_grid_positions();
     let tiles = n_total.div_ceil(TILE);
     let ovol = g.output_volume();
     let out_ptr = SharedMut(out.as_mut_ptr());
@@ -224,12 +238,18 @@ fn forward_im2col(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
     let ovol = g.output_volume();
     let tiles = ovol.div_ceil(TILE);
     let out_ptr = SharedMut(out.as_mut_ptr());
+    // Few tiles (small volumes): let each GEMM use every thread instead.
+    let par = if tiles < 2 * rayon::current_num_threads() {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
     (0..tiles).into_par_iter().for_each_init(
         || vec![0f32; rows * TILE],
         |col, t| {
             let n0 = t * TILE;
             let nt = TILE.min(ovol - n0);
-            im2col_tile(x, g, n0, nt, col);
+            im2col_tile(x, g, 0..g.c_in, n0, nt, col, nt);
             // out[c_out × nt] = W[c_out × rows] · col[rows × nt]
             // SAFETY: the tile writes columns n0..n0+nt of every output channel, its own.
             unsafe {
@@ -252,55 +272,62 @@ fn forward_im2col(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
                     false,
                     false,
                     false,
-                    Parallelism::None,
+                    par,
                 );
             }
         },
     );
 }
 
-/// Fills `col[(ci·taps + tap)·nt + j]` with the input value under tap `tap` of output voxel
-/// `n0 + j` (zero where the tap falls in the padding).
-fn im2col_tile(x: &[f32], g: &ConvGeometry, n0: usize, nt: usize, col: &mut [f32]) {
-    let [d, h, w] = g.input;
-    let [kd, kh, kw] = g.kernel;
-    let [sd, sh, sw] = g.stride;
-    let [(pdb, _), (phb, _), (pwb, _)] = g.padding;
-    let [_, oh, ow] = g.output;
-    let vol = d * h * w;
-    // Row segments of the tile: (first column, z, y, first x, length).
-    let mut segments = Vec::new();
-    let mut j = 0;
-    while j < nt {
-        let n = n0 + j;
-        let (z, y, xx) = (n / (oh * ow), (n / ow) % oh, n % ow);
-        let len = (ow - xx).min(nt - j);
-        segments.push((j, z, y, xx, len));
-        j += len;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::Conv3dConfig;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        // A small LCG: deterministic values in [-1, 1).
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
     }
-    let mut row = 0;
-    for ci in 0..g.c_in {
-        let xc = &x[ci * vol..(ci + 1) * vol];
-        for a in 0..kd {
-            for b in 0..kh {
-                for c in 0..kw {
-                    let dst_row = &mut col[row * nt..(row + 1) * nt];
-                    for &(j0, z, y, x0, len) in &segments {
-                        let dst = &mut dst_row[j0..j0 + len];
-                        let iz = (z * sd + a).wrapping_sub(pdb);
-                        let iy = (y * sh + b).wrapping_sub(phb);
-                        if iz >= d || iy >= h {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let src = &xc[(iz * h + iy) * w..(iz * h + iy + 1) * w];
-                        for (k, v) in dst.iter_mut().enumerate() {
-                            let ix = ((x0 + k) * sw + c).wrapping_sub(pwb);
-                            *v = if ix < w { src[ix] } else { 0.0 };
-                        }
-                    }
-                    row += 1;
-                }
+
+    /// Every stride-1 path (GEMM per tap, gathered tiles, and the x86 microkernel) gives the
+    /// same result on volumes that need several tiles, rows and channel blocks.
+    #[test]
+    fn stride1_paths_agree() {
+        let cases = [
+            ([1, 5, 9, 17, 21], [13, 5, 3, 3, 3], Conv3dConfig::new(1, 1)),
+            ([1, 9, 6, 7, 40], [7, 9, 3, 3, 3], Conv3dConfig::new(1, 1)),
+            ([1, 3, 5, 6, 7], [2, 3, 3, 2, 3], Conv3dConfig::new(0, 1)),
+        ];
+        for (xs, ws, cfg) in cases {
+            let g = ConvGeometry::new(&xs, &ws, &cfg).unwrap();
+            let x = random(xs.iter().product(), 1);
+            let w = random(ws.iter().product(), 2);
+            let n = g.c_out * g.output_volume();
+            let mut by_gather = vec![0f32; n];
+            forward_im2col(&x, &w, &g, &mut by_gather);
+            let mut by_taps = vec![0f32; n];
+            forward_shifted(&x, &w, &g, &mut by_taps);
+            let close = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs()))
+            };
+            assert!(close(&by_taps, &by_gather), "{xs:?}: GEMM per tap");
+            #[cfg(target_arch = "x86_64")]
+            if super::super::direct_x86::available() {
+                let mut direct = vec![0f32; n];
+                super::super::direct_x86::conv3d_stride1(&x, &w, &g, &mut direct);
+                assert!(close(&direct, &by_gather), "{xs:?}: x86 microkernel");
             }
         }
     }

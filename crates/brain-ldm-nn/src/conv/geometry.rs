@@ -114,6 +114,17 @@ impl ConvGeometry {
         self.input.iter().product()
     }
 
+    /// Positions a stride-1 convolution computes on the zero-padded ("virtual") grid, where
+    /// every kernel tap is a constant flat offset: from the first output voxel to the last,
+    /// padding columns included.
+    pub fn virtual_grid_positions(&self) -> usize {
+        let [(_, _), (phb, pha), (pwb, pwa)] = self.padding;
+        let hp = self.input[1] + phb + pha;
+        let wp = self.input[2] + pwb + pwa;
+        let [od, oh, ow] = self.output;
+        (od - 1) * hp * wp + (oh - 1) * wp + ow
+    }
+
     /// Number of output voxels per channel.
     pub fn output_volume(&self) -> usize {
         self.output.iter().product()

@@ -2,7 +2,10 @@
 //! any device, the transposed convolution, and the [`Conv3d`] layer.
 
 mod cpu;
+#[cfg(target_arch = "x86_64")]
+mod direct_x86;
 mod geometry;
+mod im2col;
 
 pub use geometry::Conv3dConfig;
 pub(crate) use geometry::ConvGeometry;

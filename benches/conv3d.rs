@@ -1,0 +1,57 @@
+//! conv3d speed on the CPU (f32): the autoencoder's and the UNet's typical layers.
+//!
+//! Run: `cargo bench -p brain-ldm-nn --bench conv3d`. Results: docs/benchmarks.md.
+//! Throughput is reported in FLOP (2 × multiply-adds of the output voxels computed).
+
+use brain_ldm_nn::{ops::conv3d, Conv3dConfig};
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// One benchmarked convolution: name, (c_in, c_out), kernel, input size, stride-2 downsampling.
+struct Case(&'static str, [usize; 2], usize, [usize; 3], bool);
+
+const CASES: &[Case] = &[
+    Case("64to64_k3_64cube", [64, 64], 3, [64, 64, 64], false),
+    Case(
+        "256to256_k3_latent20x28x20",
+        [256, 256],
+        3,
+        [20, 28, 20],
+        false,
+    ),
+    Case("512to512_k3_10x14x10", [512, 512], 3, [10, 14, 10], false),
+    Case("64to64_k1_64cube", [64, 64], 1, [64, 64, 64], false),
+    Case(
+        "256to256_k1_latent20x28x20",
+        [256, 256],
+        1,
+        [20, 28, 20],
+        false,
+    ),
+    Case("64to64_k3_stride2_64cube", [64, 64], 3, [64, 64, 64], true),
+];
+
+fn bench(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let mut group = c.benchmark_group("conv3d");
+    group.sample_size(10);
+    for Case(name, [ci, co], k, [d, h, w], down) in CASES {
+        let x = Tensor::randn(0f32, 1.0, (1, *ci, *d, *h, *w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 0.05, (*co, *ci, *k, *k, *k), &dev).unwrap();
+        let cfg = if *down {
+            Conv3dConfig::pad_after_stride2()
+        } else {
+            Conv3dConfig::new(k / 2, 1)
+        };
+        let voxels = conv3d(&x, &wt, &cfg).unwrap().elem_count() / co;
+        let flops = 2 * ci * co * k * k * k * voxels;
+        group.throughput(Throughput::Elements(flops as u64));
+        group.bench_function(*name, |b| {
+            b.iter(|| conv3d(&x, &wt, &cfg).unwrap());
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
