@@ -16,6 +16,9 @@
 //! * [`timestep_embedding`]: MONAI's sinusoidal embedding (cosines first);
 //!   [`ops::geglu`]: the gated GELU of MONAI's transformer feed-forward.
 //!
+//! * [`checkpoint`]: safetensors and PyTorch-pickle checkpoints, key renaming, a strict fit
+//!   check that lists every missing, unexpected or mis-shaped key, safetensors export.
+//!
 //! Tensors are `[batch, channels, depth, height, width]`, row-major.
 //!
 //! # Errors
@@ -26,6 +29,7 @@
 
 mod activation;
 mod attention;
+pub mod checkpoint;
 mod conv;
 mod embedding;
 mod error;

@@ -51,6 +51,10 @@ pub(crate) fn conv3d_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32>
         .chunks_exact(in_stride)
         .zip(out.chunks_exact_mut(out_stride))
     {
+        if super::winograd::applicable(g) {
+            super::winograd::conv3d(xb, w, g, ob);
+            continue;
+        }
         #[cfg(target_arch = "x86_64")]
         if shifted && g.taps() > 1 && super::direct_x86::available() {
             super::direct_x86::conv3d_stride1(xb, w, g, ob);

@@ -6,6 +6,7 @@ mod cpu;
 mod direct_x86;
 mod geometry;
 mod im2col;
+mod winograd;
 
 pub use geometry::Conv3dConfig;
 pub(crate) use geometry::ConvGeometry;

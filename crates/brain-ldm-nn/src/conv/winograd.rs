@@ -1,0 +1,744 @@
+//! Winograd F(2×2×2, 3×3×3) for 3×3×3 stride-1 convolutions: 64 multiplies per 2×2×2 output
+//! tile and channel pair instead of 216.
+//!
+//! The Lavin–Gray F(2, 3) matrices are applied along each axis: weights `g` become
+//! `U = G g Gᵀ` (64 transformed taps), overlapping 4×4×4 input tiles `d` (stride 2, zeros
+//! outside the input) become `V = Bᵀ d B`, and for each of the 64 transformed taps `ξ` one
+//! GEMM gives `M[ξ] = U[ξ] · V[ξ]` (`c_out × c_in` times `c_in × tiles`); each output tile is
+//! `Aᵀ M A`. Tiles are numbered depth-, then height-, then width-major and processed a chunk
+//! at a time (V and M of a chunk are bounded by [`CHUNK_FLOATS`]), in three parallel phases:
+//! input transform (per input channel), GEMMs (per block of output channels and taps), output
+//! transform (per output channel). Transforms run on runs of up to [`NT`] tiles consecutive
+//! along the width, so every step is an elementwise operation on `NT`-float arrays.
+
+use super::geometry::ConvGeometry;
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// Tiles per transform block (consecutive along the width).
+const NT: usize = 16;
+/// Transformed taps per tile (4×4×4).
+const XI: usize = 64;
+/// Tiles per chunk when there are many (a multiple of [`NT`]).
+const CHUNK_TILES: usize = 32;
+/// Output channels per register block (and per block of packed weights).
+const CB: usize = 6;
+/// Most input channels per pass of the microkernel (its V panel, KC·NT floats, stays in L1).
+const KC: usize = 256;
+/// Fewest input or output channels for which this path beats the direct kernels.
+const MIN_CHANNELS: usize = 16;
+
+/// Whether [`conv3d`] computes this convolution (3×3×3, stride 1, enough channels).
+pub(super) fn applicable(g: &ConvGeometry) -> bool {
+    g.kernel == [3, 3, 3]
+        && g.stride == [1, 1, 1]
+        && g.c_in >= MIN_CHANNELS
+        && g.c_out >= MIN_CHANNELS
+}
+
+/// A raw pointer shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every task writes a disjoint set of elements.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so closures capture the whole `Send + Sync` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// A run of `n ≤ NT` tiles at tile coordinates `(tz, ty, tx0..tx0 + n)`, stored from column
+/// `off` of the chunk's buffers.
+struct Block {
+    tz: usize,
+    ty: usize,
+    tx0: usize,
+    n: usize,
+    off: usize,
+}
+
+/// The blocks of tiles `range` (linear indices over a `[ntd, nth, ntw]` tile grid).
+fn blocks(tiles: [usize; 3], range: Range<usize>) -> Vec<Block> {
+    let [_, nth, ntw] = tiles;
+    let mut out = Vec::new();
+    let mut t = range.start;
+    while t < range.end {
+        let (row, tx0) = (t / ntw, t % ntw);
+        let n = NT.min(ntw - tx0).min(range.end - t);
+        out.push(Block {
+            tz: row / nth,
+            ty: row % nth,
+            tx0,
+            n,
+            off: t - range.start,
+        });
+        t += n;
+    }
+    out
+}
+
+/// 3×3×3 stride-1 convolution of one batch item `x` `[c_in, d, h, w]` into `out`
+/// `[c_out, od, oh, ow]`; callers check [`applicable`] first.
+pub(super) fn conv3d(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
+    let [od, oh, ow] = g.output;
+    let tiles = [od.div_ceil(2), oh.div_ceil(2), ow.div_ceil(2)];
+    let total: usize = tiles.iter().product();
+    let dst = OutDest {
+        out: SharedMut(out.as_mut_ptr()),
+        len: out.len(),
+    };
+    if total * (g.c_in + g.c_out) <= g.c_in * g.c_out {
+        few_tiles(x, w, g, tiles, dst);
+    } else {
+        many_tiles(x, w, g, tiles, dst);
+    }
+}
+
+/// Where the output transform writes: `out` of `len` floats, `[c_out, od, oh, ow]`.
+#[derive(Clone, Copy)]
+struct OutDest {
+    out: SharedMut,
+    len: usize,
+}
+
+/// One scratch buffer per thread of rayon's pool, for tasks that make no nested rayon calls.
+struct PerThread(Vec<Mutex<Vec<f32>>>);
+
+impl PerThread {
+    /// Buffers for every thread of the current pool (allocated on first use).
+    fn new() -> Self {
+        Self(
+            (0..rayon::current_num_threads())
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+        )
+    }
+
+    /// Runs `f` on this thread's buffer, grown to at least `len` floats (zeros at first).
+    fn with(&self, len: usize, f: impl FnOnce(&mut [f32])) {
+        let i = rayon::current_thread_index().unwrap_or(0) % self.0.len().max(1);
+        match self.0.get(i).map(Mutex::lock) {
+            Some(Ok(mut buf)) => {
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
+                f(&mut buf[..len]);
+            }
+            _ => f(&mut vec![0f32; len]),
+        }
+    }
+}
+
+/// Many tiles per weight: the transformed weights are computed once, and parallel tasks run
+/// chunks of [`CHUNK_TILES`] tiles through the three phases in per-thread scratch (V and M of
+/// a chunk stay in L2).
+fn many_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, tiles: [usize; 3], out: OutDest) {
+    let (c_in, c_out) = (g.c_in, g.c_out);
+    let total: usize = tiles.iter().product();
+    let mut u = vec![0f32; c_out * XI * c_in];
+    u.par_chunks_mut(CB * XI * c_in)
+        .enumerate()
+        .for_each(|(cb, dst)| transform_weights(w, c_in, cb * CB, dst));
+    let tc = CHUNK_TILES;
+    let vol = g.input_volume();
+    let scratch = PerThread::new();
+    (0..total.div_ceil(tc)).into_par_iter().for_each(|c| {
+        scratch.with((c_in + c_out) * XI * tc, |buf| {
+            let (v, m) = buf.split_at_mut(c_in * XI * tc);
+            let range = c * tc..((c + 1) * tc).min(total);
+            let nt = range.len();
+            let blocks = blocks(tiles, range);
+            let vp = SharedMut(v.as_mut_ptr());
+            for (ci, xc) in x.chunks_exact(vol).enumerate() {
+                let groups = tc / NT;
+                input_transform(
+                    xc,
+                    g,
+                    &blocks,
+                    VDest {
+                        v: vp,
+                        groups,
+                        c_in,
+                        ci,
+                    },
+                );
+            }
+            let mm = Gemms {
+                c_in,
+                nt,
+                groups: tc / NT,
+                v,
+                m: SharedMut(m.as_mut_ptr()),
+            };
+            for xi in 0..XI {
+                mm.run(&u, 0..c_out, xi);
+            }
+            for (co, mc) in m.chunks_exact(XI * tc).enumerate() {
+                output_transform(mc, tc, &blocks, g, out, co);
+            }
+        });
+    });
+}
+
+/// Few tiles per weight (small volumes, many channels): all tiles form one chunk, processed
+/// in three parallel phases; the GEMM tasks (blocks of output channels) transform their
+/// weights into per-thread scratch, so the transformed weights never exist whole.
+fn few_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, tiles: [usize; 3], out: OutDest) {
+    let (c_in, c_out) = (g.c_in, g.c_out);
+    let total: usize = tiles.iter().product();
+    let groups = total.div_ceil(NT);
+    let tc = groups * NT;
+    let mut v = vec![0f32; XI * tc * c_in];
+    let mut m = vec![0f32; c_out * XI * tc];
+    let blocks = blocks(tiles, 0..total);
+    let vp = SharedMut(v.as_mut_ptr());
+    x.par_chunks(g.input_volume())
+        .enumerate()
+        .for_each(|(ci, xc)| {
+            input_transform(
+                xc,
+                g,
+                &blocks,
+                VDest {
+                    v: vp,
+                    groups,
+                    c_in,
+                    ci,
+                },
+            );
+        });
+    let mm = Gemms {
+        c_in,
+        nt: total,
+        groups,
+        v: &v,
+        m: SharedMut(m.as_mut_ptr()),
+    };
+    let threads = rayon::current_num_threads();
+    let per_task = c_out.div_ceil(4 * threads).div_ceil(CB).clamp(1, 8) * CB;
+    let scratch = PerThread::new();
+    (0..c_out.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            let cos = task * per_task..((task + 1) * per_task).min(c_out);
+            scratch.with(cos.len() * XI * c_in, |u| {
+                for (k, dst) in u.chunks_mut(CB * XI * c_in).enumerate() {
+                    transform_weights(w, c_in, cos.start + k * CB, dst);
+                }
+                for xi in 0..XI {
+                    mm.run(u, cos.clone(), xi);
+                }
+            });
+        });
+    m.par_chunks(XI * tc)
+        .enumerate()
+        .for_each(|(co, mc)| output_transform(mc, tc, &blocks, g, out, co));
+}
+
+/// Where the input transform of channel `ci` writes: tile `t` of tap `ξ` goes to
+/// `v[((ξ·groups + t / NT)·c_in + ci)·NT + t % NT]`.
+#[derive(Clone, Copy)]
+struct VDest {
+    v: SharedMut,
+    groups: usize,
+    c_in: usize,
+    ci: usize,
+}
+
+/// The 64 GEMMs of one chunk, `M[co][ξ][t] = Σ_ci U[ξ][co][ci] · V[ξ][ci][t]` for `t < nt`:
+/// V packed as `[ξ][t / NT][ci][t % NT]` (see [`VDest`]), M as `[c_out][ξ][groups·NT]`.
+struct Gemms<'a> {
+    c_in: usize,
+    nt: usize,
+    groups: usize,
+    v: &'a [f32],
+    m: SharedMut,
+}
+
+impl Gemms<'_> {
+    /// Tap `xi` for output channels `cos` (starting a block of [`CB`]), with `u` their
+    /// transformed weights packed by [`transform_weights`], block after block.
+    fn run(&self, u: &[f32], cos: Range<usize>, xi: usize) {
+        let (c_in, tc) = (self.c_in, self.groups * NT);
+        let k_blocks = c_in.div_ceil(KC);
+        let kc = c_in.div_ceil(k_blocks);
+        for tg in 0..self.nt.div_ceil(NT) {
+            let wide = self.nt - tg * NT > NT / 2;
+            for k0 in (0..c_in).step_by(kc) {
+                let k = kc.min(c_in - k0);
+                let vs = &self.v[((xi * self.groups + tg) * c_in + k0) * NT..][..k * NT];
+                for co0 in cos.clone().step_by(CB) {
+                    let width = CB.min(cos.end - co0);
+                    let us =
+                        &u[(co0 - cos.start) * XI * c_in + (xi * c_in + k0) * width..][..k * width];
+                    let panel = Panel {
+                        u: us,
+                        v: vs,
+                        // SAFETY: row co0 + i of M starts at (co0 + i)·XI·tc; tap xi and group
+                        // tg are columns xi·tc + tg·NT + (0..NT) of it, all inside M
+                        // (c_out·XI·tc floats) and written by this task only.
+                        m: unsafe { self.m.get().add(co0 * XI * tc + xi * tc + tg * NT) },
+                        m_stride: XI * tc,
+                        accumulate: k0 > 0,
+                    };
+                    panel.multiply(width, wide);
+                }
+            }
+        }
+    }
+}
+
+/// One register block: `m[i·m_stride + j] (+)= Σ_k u[k·width + i] · v[k·NT + j]` for
+/// `i < width ≤ CB` and `j < NT` (or `NT / 2` when not wide).
+struct Panel<'a> {
+    u: &'a [f32],
+    v: &'a [f32],
+    m: *mut f32,
+    m_stride: usize,
+    accumulate: bool,
+}
+
+impl Panel<'_> {
+    /// Runs the microkernel for `width` output channels.
+    fn multiply(&self, width: usize, wide: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA are available (checked just above); `u` holds k·width and
+            // `v` k·NT floats, and `m` has `width` rows of NT writable floats (see `Gemms::run`).
+            unsafe {
+                match (width, wide) {
+                    (6, true) => kernel_avx2::<6, 2>(self),
+                    (6, false) => kernel_avx2::<6, 1>(self),
+                    (5, true) => kernel_avx2::<5, 2>(self),
+                    (5, false) => kernel_avx2::<5, 1>(self),
+                    (4, true) => kernel_avx2::<4, 2>(self),
+                    (4, false) => kernel_avx2::<4, 1>(self),
+                    (3, true) => kernel_avx2::<3, 2>(self),
+                    (3, false) => kernel_avx2::<3, 1>(self),
+                    (2, true) => kernel_avx2::<2, 2>(self),
+                    (2, false) => kernel_avx2::<2, 1>(self),
+                    (_, true) => kernel_avx2::<1, 2>(self),
+                    (_, false) => kernel_avx2::<1, 1>(self),
+                }
+            }
+            return;
+        }
+        self.portable(width);
+    }
+
+    /// The microkernel in plain Rust (all NT columns).
+    fn portable(&self, width: usize) {
+        let mut acc = [[0f32; NT]; CB];
+        for (k, vk) in self.v.chunks_exact(NT).enumerate() {
+            for (i, row) in acc.iter_mut().take(width).enumerate() {
+                let u = self.u[k * width + i];
+                for (a, &x) in row.iter_mut().zip(vk) {
+                    *a += u * x;
+                }
+            }
+        }
+        for (i, row) in acc.iter().take(width).enumerate() {
+            // SAFETY: `m` has `width` rows of NT writable floats, `m_stride` apart.
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.m.add(i * self.m_stride), NT) };
+            for (d, &a) in dst.iter_mut().zip(row) {
+                *d = if self.accumulate { *d + a } else { a };
+            }
+        }
+    }
+}
+
+/// The microkernel with `W` output channels × `NV` vectors of 8 columns in registers.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `p` must satisfy the bounds of [`Panel`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2<const W: usize, const NV: usize>(p: &Panel) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); NV]; W];
+    if p.accumulate {
+        for (i, row) in acc.iter_mut().enumerate() {
+            for (j, a) in row.iter_mut().enumerate() {
+                *a = _mm256_loadu_ps(p.m.add(i * p.m_stride + 8 * j));
+            }
+        }
+    }
+    let k = p.u.len() / W;
+    let (mut u, mut v) = (p.u.as_ptr(), p.v.as_ptr());
+    for _ in 0..k {
+        let mut x = [_mm256_setzero_ps(); NV];
+        for (j, xj) in x.iter_mut().enumerate() {
+            *xj = _mm256_loadu_ps(v.add(8 * j));
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let b = _mm256_broadcast_ss(&*u.add(i));
+            for (a, &xj) in row.iter_mut().zip(&x) {
+                *a = _mm256_fmadd_ps(b, xj, *a);
+            }
+        }
+        u = u.add(W);
+        v = v.add(NT);
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (j, a) in row.iter().enumerate() {
+            _mm256_storeu_ps(p.m.add(i * p.m_stride + 8 * j), *a);
+        }
+    }
+}
+
+/// Runs `$body` (an expression using only the arguments) compiled for AVX2+FMA when the CPU
+/// has them, else for the baseline target.
+macro_rules! multiversion {
+    ($(#[$attr:meta])* fn $name:ident$(<const $c:ident: usize>)?($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$attr])*
+        fn $name$(<const $c: usize>)?($($arg: $ty),*) {
+            #[inline(always)]
+            fn portable$(<const $c: usize>)?($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2$(<const $c: usize>)?($($arg: $ty),*) {
+                    portable$(::<$c>)?($($arg),*)
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    unsafe { avx2$(::<$c>)?($($arg),*) };
+                    return;
+                }
+            }
+            portable$(::<$c>)?($($arg),*)
+        }
+    };
+}
+
+/// Writes `U = G g Gᵀ` of output channels `co0..co0 + width` into `dst` `[ξ][c_in][width]`
+/// (`width = dst.len() / (64·c_in)`, at most [`CB`]).
+fn transform_weights(w: &[f32], c_in: usize, co0: usize, dst: &mut [f32]) {
+    match dst.len() / (XI * c_in) {
+        6 => transform_weights_w::<6>(w, c_in, co0, dst),
+        5 => transform_weights_w::<5>(w, c_in, co0, dst),
+        4 => transform_weights_w::<4>(w, c_in, co0, dst),
+        3 => transform_weights_w::<3>(w, c_in, co0, dst),
+        2 => transform_weights_w::<2>(w, c_in, co0, dst),
+        _ => transform_weights_w::<1>(w, c_in, co0, dst),
+    }
+}
+
+multiversion! {
+    /// [`transform_weights`] for `W` output channels (the lanes of the transform).
+    fn transform_weights_w<const W: usize>(w: &[f32], c_in: usize, co0: usize, dst: &mut [f32]) {
+        // s[(a·4 + b)·4 + c][lane]: taps in, transformed taps out, axis by axis; every entry
+        // read is written first, for every input channel.
+        // Where tap (a, b, c) of the 3×3×3 kernel starts: entry (a·4 + b)·4 + c.
+        const POS: [usize; 27] = {
+            let mut pos = [0; 27];
+            let mut t = 0;
+            while t < 27 {
+                pos[t] = (t / 9 * 4 + t / 3 % 3) * 4 + t % 3;
+                t += 1;
+            }
+            pos
+        };
+        let mut s = [[0f32; 8]; XI];
+        for ci in 0..c_in {
+            for l in 0..W {
+                let taps: &[f32] = &w[((co0 + l) * c_in + ci) * 27..][..27];
+                for (&p, &v) in POS.iter().zip(taps) {
+                    s[p][l] = v;
+                }
+            }
+            for ab in 0..9 {
+                g_axis(&mut s, (ab / 3 * 4 + ab % 3) * 4, 1);
+            }
+            for ac in 0..12 {
+                g_axis(&mut s, ac / 4 * 16 + ac % 4, 4);
+            }
+            for bc in 0..16 {
+                g_axis(&mut s, bc, 16);
+            }
+            for (xi, row) in s.iter().enumerate() {
+                let at = (xi * c_in + ci) * W;
+                dst[at..at + W].copy_from_slice(&row[..W]);
+            }
+        }
+    }
+}
+
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]` applied to entries
+/// `base + (0..3)·stride` of `s`, written to `base + (0..4)·stride`.
+#[inline(always)]
+fn g_axis<const L: usize>(s: &mut [[f32; L]; XI], base: usize, stride: usize) {
+    let g0 = s[base];
+    let g1 = s[base + stride];
+    let g2 = s[base + 2 * stride];
+    for l in 0..L {
+        let (even, odd) = (0.5 * (g0[l] + g2[l]), 0.5 * g1[l]);
+        s[base + stride][l] = even + odd;
+        s[base + 2 * stride][l] = even - odd;
+        s[base + 3 * stride][l] = g2[l];
+    }
+}
+
+/// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]` applied in place to
+/// entries `base + (0..4)·stride` of `s`.
+#[inline(always)]
+fn bt_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
+    let d0 = s[base];
+    let d1 = s[base + stride];
+    let d2 = s[base + 2 * stride];
+    let d3 = s[base + 3 * stride];
+    for k in 0..NT {
+        s[base][k] = d0[k] - d2[k];
+        s[base + stride][k] = d1[k] + d2[k];
+        s[base + 2 * stride][k] = d2[k] - d1[k];
+        s[base + 3 * stride][k] = d1[k] - d3[k];
+    }
+}
+
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]` applied to entries `base + (0..4)·stride` of `s`,
+/// written to `base` and `base + stride`.
+#[inline(always)]
+fn at_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
+    let m0 = s[base];
+    let m1 = s[base + stride];
+    let m2 = s[base + 2 * stride];
+    let m3 = s[base + 3 * stride];
+    for k in 0..NT {
+        s[base][k] = m0[k] + m1[k] + m2[k];
+        s[base + stride][k] = m1[k] - m2[k] - m3[k];
+    }
+}
+
+/// Input columns a block of [`NT`] tiles reads along the width.
+const SPAN: usize = 2 * NT + 2;
+
+multiversion! {
+    /// Writes `V = Bᵀ d B` of one input channel `x` `[d, h, w]` for the tiles of `blocks` to
+    /// `dst`.
+    fn input_transform(x: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest) {
+        let [d, h, wd] = g.input;
+        let [(pd, _), (ph, _), (pw, _)] = g.padding;
+        let mut s = [[0f32; NT]; XI];
+        let mut buf = [0f32; SPAN];
+        for b in blocks {
+            // Columns c0..c0 + SPAN of the padded row; those inside the input are lo..hi.
+            let c0 = (2 * b.tx0).wrapping_sub(pw);
+            let lo = pw.saturating_sub(2 * b.tx0);
+            let hi = SPAN.min((wd + pw).saturating_sub(2 * b.tx0));
+            for dz in 0..4 {
+                let z = (2 * b.tz + dz).wrapping_sub(pd);
+                for dy in 0..4 {
+                    let y = (2 * b.ty + dy).wrapping_sub(ph);
+                    let r = (dz * 4 + dy) * 4;
+                    if z >= d || y >= h {
+                        s[r..r + 4].fill([0.0; NT]);
+                        continue;
+                    }
+                    let row = &x[(z * h + y) * wd..][..wd];
+                    if lo == 0 && hi == SPAN {
+                        // The whole span lies inside the row.
+                        buf.copy_from_slice(&row[c0..c0 + SPAN]);
+                    } else {
+                        buf = [0.0; SPAN];
+                        if lo < hi {
+                            buf[lo..hi].copy_from_slice(&row[c0.wrapping_add(lo)..][..hi - lo]);
+                        }
+                    }
+                    for k in 0..NT {
+                        let (e0, o0, e1, o1) =
+                            (buf[2 * k], buf[2 * k + 1], buf[2 * k + 2], buf[2 * k + 3]);
+                        s[r][k] = e0 - e1;
+                        s[r + 1][k] = o0 + e1;
+                        s[r + 2][k] = e1 - o0;
+                        s[r + 3][k] = o0 - o1;
+                    }
+                }
+            }
+            for base in (0..XI).filter(|i| i / 4 % 4 == 0) {
+                bt_axis(&mut s, base, 4);
+            }
+            for base in 0..16 {
+                bt_axis(&mut s, base, 16);
+            }
+            for (xi, row) in s.iter().enumerate() {
+                // Tiles off..off + n, split where they cross a group of NT.
+                let mut k = 0;
+                while k < b.n {
+                    let (tg, lane) = ((b.off + k) / NT, (b.off + k) % NT);
+                    let len = (NT - lane).min(b.n - k);
+                    let at = ((xi * dst.groups + tg) * dst.c_in + dst.ci) * NT + lane;
+                    // SAFETY: tile off + k < groups·NT, so `at + len` ≤ 64·groups·NT·c_in,
+                    // the size of V; these elements belong to channel ci, this task's own.
+                    unsafe {
+                        let to = dst.v.get().add(at);
+                        if len == NT {
+                            to.cast::<[f32; NT]>().write_unaligned(*row);
+                        } else {
+                            std::ptr::copy_nonoverlapping(row[k..].as_ptr(), to, len);
+                        }
+                    }
+                    k += len;
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Writes `Aᵀ M A` of output channel `co` (`m` `[ξ][tc]`) for the tiles of `blocks` to
+    /// `out`, dropping the positions past the output's end.
+    fn output_transform(m: &[f32], tc: usize, blocks: &[Block], g: &ConvGeometry, out: OutDest, co: usize) {
+        let [od, oh, ow] = g.output;
+        let ovol = g.output_volume();
+        let mut s = [[0f32; NT]; XI];
+        for b in blocks {
+            for (xi, row) in s.iter_mut().enumerate() {
+                let at = xi * tc + b.off;
+                match m.get(at..at + NT) {
+                    Some(src) => row.copy_from_slice(src),
+                    None => row[..b.n].copy_from_slice(&m[at..at + b.n]),
+                }
+            }
+            for base in 0..16 {
+                at_axis(&mut s, base, 16);
+            }
+            for base in [0, 1, 2, 3, 16, 17, 18, 19] {
+                at_axis(&mut s, base, 4);
+            }
+            for base in [0, 4, 16, 20] {
+                at_axis(&mut s, base, 1);
+            }
+            for i in 0..2 {
+                let z = 2 * b.tz + i;
+                for j in 0..2 {
+                    let y = 2 * b.ty + j;
+                    if z >= od || y >= oh {
+                        continue;
+                    }
+                    let x0 = 2 * b.tx0;
+                    let full = b.n.min((ow - x0) / 2);
+                    let odd = usize::from(full < b.n);
+                    let at = co * ovol + (z * oh + y) * ow + x0;
+                    if at + 2 * full + odd > out.len {
+                        continue;
+                    }
+                    let (q0, q1) = (&s[i * 16 + j * 4], &s[i * 16 + j * 4 + 1]);
+                    // SAFETY: `at + 2·full + odd` ≤ out.len (checked above); these outputs
+                    // (channel co, tiles of this block) are written by this task only.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(out.out.get().add(at), 2 * full + odd)
+                    };
+                    for (k, pair) in row.chunks_exact_mut(2).enumerate() {
+                        pair[0] = q0[k];
+                        pair[1] = q1[k];
+                    }
+                    if odd == 1 {
+                        row[2 * full] = q0[full];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::Conv3dConfig;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        // A small LCG: deterministic values in [-1, 1).
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The definition of the convolution, in f64.
+    fn direct(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f64> {
+        let [d, h, wd] = g.input;
+        let [od, oh, ow] = g.output;
+        let [(pd, _), (ph, _), (pw, _)] = g.padding;
+        let mut out = vec![0f64; g.c_out * od * oh * ow];
+        for co in 0..g.c_out {
+            for z in 0..od {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut acc = 0f64;
+                        for ci in 0..g.c_in {
+                            for t in 0..27 {
+                                let iz = (z + t / 9).wrapping_sub(pd);
+                                let iy = (y + t / 3 % 3).wrapping_sub(ph);
+                                let ix = (xx + t % 3).wrapping_sub(pw);
+                                if iz < d && iy < h && ix < wd {
+                                    let xv = x[((ci * d + iz) * h + iy) * wd + ix] as f64;
+                                    acc += xv * w[(co * g.c_in + ci) * 27 + t] as f64;
+                                }
+                            }
+                        }
+                        out[((co * od + z) * oh + y) * ow + xx] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Winograd equals the direct definition on odd and even sizes, padding 0, 1, 2 and
+    /// asymmetric, channel counts that are not multiples of 8, several blocks per tile row,
+    /// several chunks (and so both ways of transforming the weights).
+    #[test]
+    fn matches_direct_definition() {
+        let cases = [
+            ([1, 17, 5, 6, 7], [19, 17, 3, 3, 3], Conv3dConfig::new(1, 1)),
+            (
+                [1, 16, 7, 4, 40],
+                [16, 16, 3, 3, 3],
+                Conv3dConfig::new(0, 1),
+            ),
+            ([1, 1, 3, 3, 3], [3, 1, 3, 3, 3], Conv3dConfig::new(2, 1)),
+            (
+                [1, 20, 6, 9, 5],
+                [24, 20, 3, 3, 3],
+                Conv3dConfig {
+                    stride: [1; 3],
+                    padding: [(0, 1), (2, 0), (1, 2)],
+                },
+            ),
+            (
+                [1, 16, 33, 34, 35],
+                [16, 16, 3, 3, 3],
+                Conv3dConfig::new(1, 1),
+            ),
+        ];
+        for (xs, ws, cfg) in cases {
+            let g = ConvGeometry::new(&xs, &ws, &cfg).unwrap();
+            let x = random(xs.iter().product(), 3);
+            let w = random(ws.iter().product(), 4);
+            let mut out = vec![f32::NAN; g.c_out * g.output_volume()];
+            conv3d(&x, &w, &g, &mut out);
+            let reference = direct(&x, &w, &g);
+            let scale = reference.iter().fold(1f64, |a, b| a.max(b.abs()));
+            let err = out
+                .iter()
+                .zip(&reference)
+                .map(|(&a, &b)| (a as f64 - b).abs())
+                .fold(0f64, |a, b| a.max(b));
+            assert!(
+                err <= 1e-5 * scale,
+                "{xs:?} {ws:?}: max error {err} (scale {scale})"
+            );
+        }
+    }
+}
