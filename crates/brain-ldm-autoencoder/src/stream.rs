@@ -1,0 +1,233 @@
+//! Depth-slab execution of the large convolutional layers, so inference on full-size volumes
+//! never holds more than a layer's input and output (plus one slab of temporaries).
+//!
+//! A convolution's output rows `[a, b)` along the depth axis depend only on a few input rows,
+//! so each slab of output is computed from a narrow window of the input (the window is
+//! transformed on the fly: group norm with whole-volume statistics, SiLU, upsampling) and
+//! written into a preallocated output with `slice_set`. When the output overwrites the
+//! input's own buffer (the second convolution of a residual block), each slab is written one
+//! step late, after the next slab has read the rows it shares with it.
+//!
+//! These paths write into tensors in place, so no gradient flows through them; they are used
+//! for inference only (see [`crate::Streaming`]).
+
+use brain_ldm_nn::{ops, Conv3d, Conv3dConfig};
+use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Runs `f(plane_index, plane)` on every `[d, h, w]` plane (one per sample and channel) of an
+/// f32 CPU tensor `[b, c, d, h, w]` whose planes are each contiguous (a contiguous tensor or
+/// a depth-narrowed view of one), in parallel; `None` for other tensors.
+fn map_planes<R: Send>(x: &Tensor, f: impl Fn(usize, &[f32]) -> R + Sync) -> Option<Vec<R>> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 5 {
+        return None;
+    }
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        return None;
+    };
+    let (dims, st) = (layout.dims(), layout.stride());
+    let plane = dims[2] * dims[3] * dims[4];
+    if st[4] != 1 || st[3] != dims[4] || st[2] != dims[3] * dims[4] {
+        return None;
+    }
+    let offset = layout.start_offset();
+    let channels = dims[1];
+    Some(
+        (0..dims[0] * channels)
+            .into_par_iter()
+            .map(|i| {
+                let start = offset + (i / channels) * st[0] + (i % channels) * st[1];
+                f(i, &data[start..start + plane])
+            })
+            .collect(),
+    )
+}
+
+/// Per-(sample, group) mean and reciprocal standard deviation of a whole volume, for a
+/// group norm applied slab by slab.
+pub(crate) struct GroupStats {
+    /// `[b, groups, 1]`, in the input's dtype.
+    mean: Tensor,
+    /// `[b, groups, 1]`, in the input's dtype.
+    rstd: Tensor,
+    /// The same per (sample, group) in f64 on the host, when computed by the CPU path.
+    host: Option<(Vec<f64>, Vec<f64>)>,
+    groups: usize,
+}
+
+impl GroupStats {
+    /// Statistics of `x` `[b, c, d, h, w]` over each group of channels, accumulated in f64
+    /// over depth slabs of about `slab_elements` elements.
+    pub(crate) fn compute(
+        x: &Tensor,
+        groups: usize,
+        eps: f64,
+        slab_elements: usize,
+    ) -> Result<Self> {
+        let (b, c, d, h, w) = x.dims5()?;
+        let rows = rows_per_slab(c * h * w, slab_elements, d);
+        let mut sum: Option<Tensor> = None;
+        let mut sum_sq: Option<Tensor> = None;
+        let mut start = 0;
+        while start < d {
+            let len = rows.min(d - start);
+            let slab = x
+                .narrow(2, start, len)?
+                .to_dtype(DType::F64)?
+                .reshape((b, groups, ()))?;
+            let s = slab.sum_keepdim(2)?;
+            let q = slab.sqr()?.sum_keepdim(2)?;
+            sum = Some(match sum {
+                None => s,
+                Some(a) => (a + s)?,
+            });
+            sum_sq = Some(match sum_sq {
+                None => q,
+                Some(a) => (a + q)?,
+            });
+            start += len;
+        }
+        let (Some(sum), Some(sum_sq)) = (sum, sum_sq) else {
+            candle_core::bail!("group norm statistics of an empty volume {:?}", x.dims())
+        };
+        let n = ((c / groups) * d * h * w) as f64;
+        let mean = (sum / n)?;
+        let var = ((sum_sq / n)? - mean.sqr()?)?.relu()?;
+        let rstd = (var + eps)?.sqrt()?.recip()?;
+        Ok(Self {
+            mean: mean.to_dtype(x.dtype())?,
+            rstd: rstd.to_dtype(x.dtype())?,
+            host: None,
+            groups,
+        })
+    }
+
+    /// `silu?(γ · (x − mean) · rstd + β)` on a slab `[b, c, rows, h, w]`.
+    pub(crate) fn apply(
+        &self,
+        slab: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        silu: bool,
+    ) -> Result<Tensor> {
+        let dims = slab.dims().to_vec();
+        let (b, c) = (dims[0], dims[1]);
+        if let Some((mean, rstd)) = &self.host {
+            let gamma = weight.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+            let beta = bias.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+            let per_group = c / self.groups;
+            let planes = map_planes(slab, |i, p| {
+                let (ch, g) = (i % c, (i / c) * self.groups + (i % c) / per_group);
+                let scale = gamma[ch] * rstd[g];
+                let (scale, shift) = (scale as f32, (beta[ch] - mean[g] * scale) as f32);
+                let y = p.iter().map(|&v| v * scale + shift);
+                if silu {
+                    y.map(|v| v / (1.0 + (-v).exp())).collect::<Vec<f32>>()
+                } else {
+                    y.collect()
+                }
+            });
+            if let Some(planes) = planes {
+                return Tensor::from_vec(planes.concat(), dims, slab.device());
+            }
+        }
+        let y = slab
+            .reshape((b, self.groups, ()))?
+            .broadcast_sub(&self.mean)?
+            .broadcast_mul(&self.rstd)?
+            .reshape((b, c, ()))?
+            .broadcast_mul(&weight.reshape((1, c, 1))?)?
+            .broadcast_add(&bias.reshape((1, c, 1))?)?;
+        let y = if silu { candle_nn::ops::silu(&y)? } else { y };
+        y.reshape(dims)
+    }
+}
+
+/// Depth rows per slab so that a slab of `row_elements`-element rows holds about
+/// `slab_elements` elements: at least 2, even (whole Winograd tiles), at most `depth`.
+pub(crate) fn rows_per_slab(row_elements: usize, slab_elements: usize, depth: usize) -> usize {
+    let rows = (slab_elements / row_elements.max(1)).max(2) & !1;
+    rows.min(depth).max(1)
+}
+
+/// Where the output of [`conv_slabs`] goes.
+pub(crate) enum Target<'a> {
+    /// A separate preallocated tensor.
+    Fresh(&'a Tensor),
+    /// The buffer the input rows are read from (same shape as the output): each slab is
+    /// written after the next one has been computed.
+    InPlace(&'a Tensor),
+}
+
+/// Computes `conv(input) (+ residual)` slab by slab along depth into `target`.
+///
+/// `input(a, b)` returns the (transformed) input rows `[a, b)` of the convolution, whose
+/// full depth is `in_depth`; `residual(a, b)` returns output rows `[a, b)` to add.
+/// `rows` output rows are computed at a time.
+pub(crate) fn conv_slabs(
+    conv: &Conv3d,
+    in_depth: usize,
+    input: &dyn Fn(usize, usize) -> Result<Tensor>,
+    residual: Option<&dyn Fn(usize, usize) -> Result<Tensor>>,
+    target: Target<'_>,
+    rows: usize,
+) -> Result<()> {
+    let out = match target {
+        Target::Fresh(t) | Target::InPlace(t) => t,
+    };
+    let in_place = matches!(target, Target::InPlace(_));
+    let out_depth = out.dim(2)?;
+    let cfg = *conv.config();
+    let k = conv.weight().dim(2)?;
+    let stride = cfg.stride[0];
+    let (pad_before, _) = cfg.padding[0];
+    let bias = conv
+        .bias()
+        .map(|b| b.reshape((1, (), 1, 1, 1)))
+        .transpose()?;
+    let mut pending: Option<(usize, Tensor)> = None;
+    let mut a = 0;
+    while a < out_depth {
+        let b = (a + rows).min(out_depth);
+        // Input rows the output rows [a, b) read, before clipping to the volume.
+        let lo = (a * stride) as isize - pad_before as isize;
+        let hi = ((b - 1) * stride + k) as isize - pad_before as isize;
+        let first = lo.max(0) as usize;
+        let last = (hi.min(in_depth as isize)).max(first as isize) as usize;
+        let slab_cfg = Conv3dConfig {
+            padding: [
+                (
+                    (first as isize - lo) as usize,
+                    (hi - last as isize).max(0) as usize,
+                ),
+                cfg.padding[1],
+                cfg.padding[2],
+            ],
+            ..cfg
+        };
+        let x = input(first, last)?;
+        let mut y = ops::conv3d(&x, conv.weight(), &slab_cfg)?;
+        drop(x);
+        if let Some(bias) = &bias {
+            y = y.broadcast_add(bias)?;
+        }
+        if let Some(residual) = residual {
+            y = (y + residual(a, b)?)?;
+        }
+        let y = y.contiguous()?;
+        if in_place {
+            if let Some((offset, prev)) = pending.take() {
+                out.slice_set(&prev, 2, offset)?;
+            }
+            pending = Some((a, y));
+        } else {
+            out.slice_set(&y, 2, a)?;
+        }
+        a = b;
+    }
+    if let Some((offset, prev)) = pending {
+        out.slice_set(&prev, 2, offset)?;
+    }
+    Ok(())
+}
