@@ -165,15 +165,10 @@ impl CustomOp1 for FusedGroupNorm {
             .enumerate()
             .for_each(|(i, (dst, src))| {
                 let n = src.len() as f64;
-                let mean = src.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let var = src
-                    .iter()
-                    .map(|&v| {
-                        let d = v as f64 - mean;
-                        d * d
-                    })
-                    .sum::<f64>()
-                    / n;
+                let mean = lane_sum(src, |v| v) / n;
+                let centre = mean as f32;
+                let var = lane_sum(src, |v| (v - centre) * (v - centre)) / n
+                    - (mean - centre as f64).powi(2);
                 let inv_std = 1.0 / (var + self.eps).sqrt();
                 let first_channel = (i % self.num_groups) * per_group;
                 for (k, (d, s)) in dst.chunks_mut(spatial).zip(src.chunks(spatial)).enumerate() {
@@ -184,7 +179,7 @@ impl CustomOp1 for FusedGroupNorm {
                     if self.silu {
                         for (d, &s) in d.iter_mut().zip(s) {
                             let y = s * scale + offset;
-                            *d = y / (1.0 + (-y).exp());
+                            *d = y / (1.0 + exp(-y));
                         }
                     } else {
                         for (d, &s) in d.iter_mut().zip(s) {
@@ -195,6 +190,52 @@ impl CustomOp1 for FusedGroupNorm {
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
+}
+
+/// `e^x` in f32 to about 2 ulp (Cephes' `expf`: `2^k · p(r)`, a degree-7 polynomial on
+/// `|r| ≤ ln 2 / 2`), branch-free so that loops over it vectorise; saturates outside
+/// [−87.3, 88.3] (the results stay finite and positive).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in a part exact in f32 and the rest.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.3);
+    let fx = x * LOG2E + 0.5;
+    let truncated = fx as i32 as f32;
+    let k = if truncated > fx {
+        truncated - 1.0
+    } else {
+        truncated
+    };
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let p = ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((k as i32 + 127) << 23) as u32)
+}
+
+/// `Σ f(v)` over `values`: f32 sums in 16 independent lanes (so the compiler vectorises them)
+/// over blocks of at most 4096 values, each block's total added in f64.
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    const LANES: usize = 16;
+    values
+        .chunks(4096)
+        .map(|block| {
+            let mut acc = [0f32; LANES];
+            let mut lanes = block.chunks_exact(LANES);
+            for chunk in &mut lanes {
+                for (a, &v) in acc.iter_mut().zip(chunk) {
+                    *a += f(v);
+                }
+            }
+            let tail: f32 = lanes.remainder().iter().map(|&v| f(v)).sum();
+            acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
+        })
+        .sum()
 }
 
 /// Layer normalisation over the last axis, as `torch.nn.LayerNorm(dim, eps)`.
@@ -244,4 +285,23 @@ pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
     let bias = vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?;
     Ok(LayerNorm::new(weight, bias, eps))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fast_exp_matches_f64_within_a_few_ulp() {
+        let mut worst = 0f64;
+        for i in -870_000..=880_000 {
+            let x = i as f32 * 1e-4;
+            let want = (x as f64).exp();
+            let got = super::exp(x) as f64;
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 4e-7, "worst relative error {worst}");
+        for x in [-1e4f32, -100.0, 100.0, 1e4] {
+            let y = super::exp(x);
+            assert!(y.is_finite() && y > 0.0, "exp({x}) = {y}");
+        }
+    }
 }

@@ -1,0 +1,487 @@
+//! TOML training configurations. Every key has a default (documented in `docs/training.md`);
+//! a key that does not exist is an error naming it.
+
+use std::path::Path;
+
+use brain_ldm_autoencoder::AutoencoderKLConfig;
+use brain_ldm_unet::DiffusionModelUNetConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::optim::{AdamWConfig, LrDecay};
+
+/// Settings both stages share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommonConfig {
+    /// Seed of every random choice (shuffling, noise, timesteps, dropout, validation split).
+    pub seed: u64,
+    /// Optimiser steps in the whole run.
+    pub steps: u64,
+    /// Images (or latents) per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are averaged into one optimiser step.
+    pub grad_accumulation: usize,
+    /// Write a checkpoint every this many steps (and always at the end); 0: only at the end.
+    pub checkpoint_every: u64,
+    /// Checkpoints kept in `checkpoints/` (the newest).
+    pub keep_checkpoints: usize,
+    /// Fraction of subjects held out for the validation loss (by subject; 0 = none).
+    pub validation_fraction: f64,
+    /// Compute the validation loss every this many steps; 0: never.
+    pub validate_every: u64,
+    /// Batches read ahead of the training step by the loader thread.
+    pub prefetch: usize,
+    /// Weights of the moving average written as the model (0 = no EMA; the raw weights are
+    /// written instead).
+    pub ema_decay: f64,
+}
+
+impl Default for CommonConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            steps: 1000,
+            batch_size: 1,
+            grad_accumulation: 1,
+            checkpoint_every: 500,
+            keep_checkpoints: 2,
+            validation_fraction: 0.0,
+            validate_every: 0,
+            prefetch: 2,
+            ema_decay: 0.0,
+        }
+    }
+}
+
+/// One optimiser: AdamW with warm-up, decay and clipping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Adam's `(beta1, beta2)`.
+    pub betas: (f64, f64),
+    /// Adam's epsilon.
+    pub eps: f64,
+    /// Decoupled weight decay (0: Adam).
+    pub weight_decay: f64,
+    /// Steps of linear warm-up.
+    pub warmup_steps: u64,
+    /// `constant` or `cosine` after warm-up.
+    pub decay: LrDecay,
+    /// The learning rate cosine decay ends at.
+    pub min_lr: f64,
+    /// Global gradient-norm clipping threshold; 0: none.
+    pub grad_clip_norm: f64,
+}
+
+impl OptimizerConfig {
+    fn with_lr(lr: f64) -> Self {
+        Self {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            decay: LrDecay::Constant,
+            min_lr: 0.0,
+            grad_clip_norm: 0.0,
+        }
+    }
+
+    /// The AdamW hyper-parameters.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: self.lr,
+            betas: self.betas,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The learning rate of optimiser step `step` of `total`.
+    pub fn lr_at(&self, step: u64, total: u64) -> f64 {
+        crate::optim::learning_rate(
+            self.lr,
+            step,
+            self.warmup_steps,
+            total,
+            self.decay,
+            self.min_lr,
+        )
+    }
+
+    fn validate(&self, section: &str) -> Result<()> {
+        let bad = |key: &str, reason: &str| {
+            Err(TrainError::InvalidConfig {
+                key: format!("{section}.{key}"),
+                reason: reason.into(),
+            })
+        };
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", "must be positive");
+        }
+        let (b1, b2) = self.betas;
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            return bad("betas", "must lie in [0, 1)");
+        }
+        if self.eps.is_nan() || self.eps <= 0.0 {
+            return bad("eps", "must be positive");
+        }
+        if !(self.weight_decay >= 0.0 && self.min_lr >= 0.0 && self.grad_clip_norm >= 0.0) {
+            return bad("weight_decay/min_lr/grad_clip_norm", "must not be negative");
+        }
+        Ok(())
+    }
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self::with_lr(1e-4)
+    }
+}
+
+/// Which participants.tsv (or manifest) columns hold the covariates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Sex column: `F`/`female`/`0` → 0, `M`/`male`/`1` → 1 (case-insensitive).
+    pub sex_column: String,
+    /// Age column (years).
+    pub age_column: String,
+    /// Ventricular volume column (mm³).
+    pub ventricular_volume_column: String,
+    /// Brain volume column (mm³).
+    pub brain_volume_column: String,
+    /// Image column of a CSV/TSV manifest (paths relative to the manifest).
+    pub image_column: String,
+}
+
+impl Default for DataConfig {
+    /// The columns brain-ldm-synth writes.
+    fn default() -> Self {
+        Self {
+            sex_column: "sex".into(),
+            age_column: "age".into(),
+            ventricular_volume_column: "ventricular_volume".into(),
+            brain_volume_column: "brain_volume".into(),
+            image_column: "image".into(),
+        }
+    }
+}
+
+/// The discriminator of stage 1 (MONAI `PatchDiscriminator`, 3D, batch norm, LeakyReLU 0.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscriminatorConfig {
+    /// Filters of the first layer (doubled per layer).
+    pub channels: usize,
+    /// Layers after the first.
+    pub num_layers_d: usize,
+    /// Its optimiser.
+    pub optimizer: OptimizerConfig,
+}
+
+impl Default for DiscriminatorConfig {
+    /// The closest public recipe: 96 channels, 3 layers, lr 1e-4.
+    fn default() -> Self {
+        Self {
+            channels: 96,
+            num_layers_d: 3,
+            optimizer: OptimizerConfig::with_lr(1e-4),
+        }
+    }
+}
+
+/// Stage 1: `brain-ldm train autoencoder --config ae.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AutoencoderTrainConfig {
+    /// Shared settings.
+    #[serde(flatten)]
+    pub common: CommonConfig,
+    /// Weight of the KL term.
+    pub kl_weight: f64,
+    /// Weight of the generator's adversarial term (0: no discriminator).
+    pub adversarial_weight: f64,
+    /// Optimiser step from which the adversarial terms are on.
+    pub adversarial_start_step: u64,
+    /// Weight of the perceptual term (needs a [`crate::losses::PerceptualLoss`]).
+    pub perceptual_weight: f64,
+    /// The autoencoder's constructor arguments (MONAI names).
+    pub model: AutoencoderKLConfig,
+    /// Its optimiser.
+    pub optimizer: OptimizerConfig,
+    /// The discriminator and its optimiser.
+    pub discriminator: DiscriminatorConfig,
+    /// Covariate columns (unused by stage 1 but validated with the dataset).
+    pub data: DataConfig,
+}
+
+impl Default for AutoencoderTrainConfig {
+    /// The closest public recipe (NOTES.md): lr 5e-5, KL 1e-8, adversarial 0.005, the
+    /// bundle's autoencoder.
+    fn default() -> Self {
+        Self {
+            common: CommonConfig::default(),
+            kl_weight: 1e-8,
+            adversarial_weight: 0.005,
+            adversarial_start_step: 0,
+            perceptual_weight: 0.0,
+            model: AutoencoderKLConfig::brain_ldm(),
+            optimizer: OptimizerConfig::with_lr(5e-5),
+            discriminator: DiscriminatorConfig::default(),
+            data: DataConfig::default(),
+        }
+    }
+}
+
+/// Stage 2: `brain-ldm train diffusion --config ldm.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiffusionTrainConfig {
+    /// Shared settings.
+    #[serde(flatten)]
+    pub common: CommonConfig,
+    /// Probability of replacing a sample's covariates by `null_condition`.
+    pub condition_dropout: f64,
+    /// The null condition (normalised covariates) used by dropout, and later by unconditional
+    /// or classifier-free-guided sampling.
+    pub null_condition: [f32; 4],
+    /// Latent scale factor; 0: computed as 1 / std of the first `scale_factor_samples`
+    /// training latents.
+    pub scale_factor: f64,
+    /// Training subjects used to compute the scale factor.
+    pub scale_factor_samples: usize,
+    /// The UNet's constructor arguments (MONAI names).
+    pub model: DiffusionModelUNetConfig,
+    /// The noise schedule and prediction type: MONAI scheduler arguments
+    /// (`schedule`, `beta_start`, `beta_end`, `num_train_timesteps`, `prediction_type`, …).
+    pub scheduler: serde_json::Value,
+    /// Its optimiser.
+    pub optimizer: OptimizerConfig,
+    /// Covariate columns.
+    pub data: DataConfig,
+}
+
+impl Default for DiffusionTrainConfig {
+    /// The bundle's UNet and schedule; the closest public recipe's lr 2.5e-5, 10 % condition
+    /// dropout; EMA 0.999.
+    fn default() -> Self {
+        Self {
+            common: CommonConfig {
+                ema_decay: 0.999,
+                ..CommonConfig::default()
+            },
+            condition_dropout: 0.1,
+            null_condition: [0.0; 4],
+            scale_factor: 0.0,
+            scale_factor_samples: 64,
+            model: DiffusionModelUNetConfig::brain_ldm(),
+            scheduler: serde_json::json!({
+                "num_train_timesteps": 1000,
+                "schedule": "scaled_linear_beta",
+                "beta_start": 0.0015,
+                "beta_end": 0.0205,
+                "prediction_type": "epsilon",
+                "clip_sample": false,
+            }),
+            optimizer: OptimizerConfig::with_lr(2.5e-5),
+            data: DataConfig::default(),
+        }
+    }
+}
+
+/// Parses a TOML configuration: unknown keys anywhere (also inside `model`) are errors.
+fn parse<T: serde::de::DeserializeOwned + Serialize>(text: &str, path: &Path) -> Result<T> {
+    let err = |reason: String| TrainError::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let value: toml::Table = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+    let config: T = value
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| err(e.to_string()))?;
+    // `#[serde(flatten)]` and the model sections (which accept a bundle's `_target_`) let
+    // unknown keys through: compare the keys written with those the configuration has.
+    let json = serde_json::to_value(&config).map_err(|e| err(e.to_string()))?;
+    check_keys(&value, &json, "").map_err(|key| err(format!("unknown key `{key}`")))?;
+    Ok(config)
+}
+
+/// The first key of `table` (recursively) that `known` lacks; `scheduler` is free-form.
+fn check_keys(
+    table: &toml::Table,
+    known: &serde_json::Value,
+    prefix: &str,
+) -> std::result::Result<(), String> {
+    for (key, value) in table {
+        let path = format!("{prefix}{key}");
+        let aliased = key == "num_channels";
+        let Some(inner) = known.get(key) else {
+            if aliased {
+                continue;
+            }
+            return Err(path);
+        };
+        if let (toml::Value::Table(t), false) = (value, path == "scheduler") {
+            check_keys(t, inner, &format!("{path}."))?;
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(crate::error::io(path))
+}
+
+impl CommonConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, reason: &str| {
+            Err(TrainError::InvalidConfig {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1");
+        }
+        if self.batch_size == 0 || self.grad_accumulation == 0 {
+            return bad("batch_size/grad_accumulation", "must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return bad("validation_fraction", "must lie in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return bad("ema_decay", "must lie in [0, 1)");
+        }
+        if self.keep_checkpoints == 0 {
+            return bad("keep_checkpoints", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl AutoencoderTrainConfig {
+    /// Reads and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`], [`TrainError::Config`] (syntax, unknown key),
+    /// [`TrainError::InvalidConfig`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        Self::from_toml(&read(path)?, path)
+    }
+
+    /// Parses and validates TOML text (`path` names it in errors).
+    ///
+    /// # Errors
+    /// As [`from_file`](Self::from_file).
+    ///
+    /// ```
+    /// use brain_ldm_train::AutoencoderTrainConfig;
+    /// let cfg = AutoencoderTrainConfig::from_toml("steps = 10\n[optimizer]\nlr = 1e-3\n", "ae.toml".as_ref())?;
+    /// assert_eq!((cfg.common.steps, cfg.optimizer.lr), (10, 1e-3));
+    /// assert!(AutoencoderTrainConfig::from_toml("stepz = 10\n", "ae.toml".as_ref()).is_err());
+    /// # Ok::<(), brain_ldm_train::TrainError>(())
+    /// ```
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let cfg: Self = parse(text, path)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidConfig`] naming the key.
+    pub fn validate(&self) -> Result<()> {
+        self.common.validate()?;
+        self.optimizer.validate("optimizer")?;
+        self.discriminator
+            .optimizer
+            .validate("discriminator.optimizer")?;
+        self.model
+            .validate()
+            .map_err(|e| TrainError::InvalidConfig {
+                key: "model".into(),
+                reason: e.to_string(),
+            })?;
+        for (key, v) in [
+            ("kl_weight", self.kl_weight),
+            ("adversarial_weight", self.adversarial_weight),
+            ("perceptual_weight", self.perceptual_weight),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(TrainError::InvalidConfig {
+                    key: key.into(),
+                    reason: "must be a non-negative number".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DiffusionTrainConfig {
+    /// Reads and validates a TOML file.
+    ///
+    /// # Errors
+    /// As [`AutoencoderTrainConfig::from_file`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        Self::from_toml(&read(path)?, path)
+    }
+
+    /// Parses and validates TOML text.
+    ///
+    /// # Errors
+    /// As [`AutoencoderTrainConfig::from_file`].
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let cfg: Self = parse(text, path)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The sampler configuration implied by `scheduler` (noise schedule, prediction type).
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidConfig`] for scheduler arguments MONAI would reject.
+    pub fn ddim(&self) -> Result<brain_ldm_schedulers::DDIMConfig> {
+        serde_json::from_value(self.scheduler.clone()).map_err(|e| TrainError::InvalidConfig {
+            key: "scheduler".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidConfig`] naming the key.
+    pub fn validate(&self) -> Result<()> {
+        self.common.validate()?;
+        self.optimizer.validate("optimizer")?;
+        self.model
+            .validate()
+            .map_err(|e| TrainError::InvalidConfig {
+                key: "model".into(),
+                reason: e.to_string(),
+            })?;
+        self.ddim()?;
+        if !(0.0..=1.0).contains(&self.condition_dropout) {
+            return Err(TrainError::InvalidConfig {
+                key: "condition_dropout".into(),
+                reason: "must lie in [0, 1]".into(),
+            });
+        }
+        if !(self.scale_factor >= 0.0 && self.scale_factor.is_finite()) {
+            return Err(TrainError::InvalidConfig {
+                key: "scale_factor".into(),
+                reason: "must be positive (or 0: computed from the data)".into(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! Stage 2 on a tiny synthetic cohort: the loss falls, a split run resumes exactly, and the
+//! output folder loads as a sampling pipeline.
+
+mod common;
+
+use brain_ldm_train::{
+    AutoencoderTrainConfig, AutoencoderTrainer, DiffusionTrainConfig, DiffusionTrainer,
+};
+use candle_core::Device;
+
+const TINY_UNET: &str = r#"
+[model]
+spatial_dims = 3
+in_channels = 7
+out_channels = 3
+channels = [8, 16]
+attention_levels = [false, true]
+num_head_channels = [0, 16]
+num_res_blocks = 1
+norm_num_groups = 4
+resblock_updown = true
+with_conditioning = true
+transformer_num_layers = 1
+cross_attention_dim = 4
+upcast_attention = true
+"#;
+
+fn setup(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
+    common::write_cohort(&data, 4, [16, 16, 16]);
+    let ae_cfg = AutoencoderTrainConfig::from_toml(
+        &format!("steps = 3\nadversarial_weight = 0.0\n{}", common::TINY_AE),
+        "ae.toml".as_ref(),
+    )
+    .unwrap();
+    let ae = dir.join("ae");
+    AutoencoderTrainer::new(ae_cfg, &data, &ae, false, &Device::Cpu)
+        .unwrap()
+        .run(None, &mut |_| {})
+        .unwrap();
+    (data, ae)
+}
+
+fn config(extra: &str) -> DiffusionTrainConfig {
+    DiffusionTrainConfig::from_toml(&format!("{extra}\n{TINY_UNET}"), "ldm.toml".as_ref()).unwrap()
+}
+
+#[test]
+fn diffusion_loss_halves_and_the_folder_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ae) = setup(dir.path());
+    let cfg = config("seed = 2\nsteps = 80\nbatch_size = 4\ncheckpoint_every = 0\nema_decay = 0.0\ncondition_dropout = 0.1\n[optimizer]\nlr = 3e-3\n[scheduler]\nschedule = \"scaled_linear_beta\"\nbeta_start = 0.0015\nbeta_end = 0.0205\nprediction_type = \"epsilon\"\nclip_sample = false\n");
+    let out = dir.path().join("ldm");
+    let mut t = DiffusionTrainer::new(cfg, &data, &ae, &out, false, &Device::Cpu).unwrap();
+    let mut losses = Vec::new();
+    t.run(None, &mut |r| losses.push(r.losses[0].1)).unwrap();
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&losses[..10]), mean(&losses[losses.len() - 10..]));
+    eprintln!(
+        "diffusion loss: first 10 steps {first:.4}, last 10 {last:.4}, scale factor {}",
+        t.scale_factor()
+    );
+    assert!(last <= 0.5 * first, "loss {first} → {last}");
+
+    let pipeline = brain_ldm::LatentDiffusionPipeline::open(&out, &Device::Cpu).unwrap();
+    assert_eq!(pipeline.latent_shape, [3, 8, 8, 8]);
+    let settings = brain_ldm::SamplingSettings {
+        steps: 3,
+        ..Default::default()
+    };
+    let mut scheduler = pipeline.scheduler(&settings).unwrap();
+    let cov = brain_ldm::Covariates {
+        sex: brain_ldm::Sex::Male,
+        age_years: 55.0,
+        ventricular_volume_mm3: 10500.0,
+        brain_volume_mm3: 1.45e6,
+    };
+    let cond = pipeline.covariate_scaling.normalise(&cov).unwrap();
+    let image = pipeline
+        .sample(
+            scheduler.as_mut(),
+            &cond,
+            0,
+            0,
+            &Device::Cpu,
+            &mut |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(image.dims(), [1, 1, 16, 16, 16]);
+}
+
+#[test]
+fn diffusion_split_run_with_resume_equals_straight_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ae) = setup(dir.path());
+    let cfg = config("seed = 5\nsteps = 4\nbatch_size = 2\ngrad_accumulation = 2\ncheckpoint_every = 0\nema_decay = 0.9\ncondition_dropout = 0.5\n[optimizer]\nlr = 1e-3\nwarmup_steps = 1\ndecay = \"cosine\"\ngrad_clip_norm = 1.0\n");
+    let straight = dir.path().join("a");
+    let mut a =
+        DiffusionTrainer::new(cfg.clone(), &data, &ae, &straight, false, &Device::Cpu).unwrap();
+    a.run(None, &mut |_| {}).unwrap();
+    let split = dir.path().join("b");
+    DiffusionTrainer::new(cfg.clone(), &data, &ae, &split, false, &Device::Cpu)
+        .unwrap()
+        .run(Some(2), &mut |_| {})
+        .unwrap();
+    let mut b = DiffusionTrainer::new(cfg, &data, &ae, &split, true, &Device::Cpu).unwrap();
+    assert_eq!(b.step(), 2);
+    b.run(None, &mut |_| {}).unwrap();
+    let (wa, wb) = (a.weights().unwrap(), b.weights().unwrap());
+    for (k, ta) in &wa {
+        let diff = (ta - &wb[k])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0, "{k} differs after resume");
+    }
+    assert_eq!(
+        std::fs::read(straight.join("unet.safetensors")).unwrap(),
+        std::fs::read(split.join("unet.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn bad_datasets_are_typed_errors_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ae) = setup(dir.path());
+    let tsv = data.join("participants.tsv");
+    let good = std::fs::read_to_string(&tsv).unwrap();
+    let out = dir.path().join("x");
+    let open = || {
+        DiffusionTrainer::new(config("steps = 1"), &data, &ae, &out, false, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    std::fs::write(&tsv, good.replace("\tage\t", "\tyears\t")).unwrap();
+    assert!(open().contains("no column `age`"), "{}", open());
+    std::fs::write(&tsv, good.replacen("\t53\t", "\tNaN\t", 1)).unwrap();
+    assert!(open().contains("row 3 column `age`"), "{}", open());
+    std::fs::write(&tsv, good.replacen("\tF\t", "\tX\t", 1)).unwrap();
+    assert!(open().contains("column `sex`"), "{}", open());
+    std::fs::write(&tsv, good.clone()).unwrap();
+    common::write_cohort(&dir.path().join("odd"), 1, [16, 16, 8]);
+    std::fs::copy(
+        dir.path().join("odd/sub-000000/anat/sub-000000_T1w.nii.gz"),
+        data.join("sub-000002/anat/sub-000002_T1w.nii.gz"),
+    )
+    .unwrap();
+    assert!(
+        open().contains("sub-000002_T1w.nii.gz: image shape [16, 16, 8]"),
+        "{}",
+        open()
+    );
+    let err = DiffusionTrainConfig::from_toml("stepz = 3", "ldm.toml".as_ref())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stepz"), "{err}");
+    let err = DiffusionTrainConfig::from_toml(
+        &format!("{TINY_UNET}in_channel = 3\n"),
+        "ldm.toml".as_ref(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("model.in_channel"), "{err}");
+    assert!(!out.exists());
+}
