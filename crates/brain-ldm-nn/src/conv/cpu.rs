@@ -286,22 +286,8 @@ fn forward_im2col(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::test_support::random;
     use crate::conv::Conv3dConfig;
-
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        // A small LCG: deterministic values in [-1, 1).
-        let mut state = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Every stride-1 path (GEMM per tap, gathered tiles, and the x86 microkernel) gives the
     /// same result on volumes that need several tiles, rows and channel blocks.

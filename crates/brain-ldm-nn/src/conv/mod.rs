@@ -8,6 +8,24 @@ mod geometry;
 mod im2col;
 mod winograd;
 
+#[cfg(test)]
+mod test_support {
+    /// `n` deterministic values in [-1, 1) from a small LCG seeded by `seed`.
+    pub(super) fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+}
+
 pub use geometry::Conv3dConfig;
 pub(crate) use geometry::ConvGeometry;
 
