@@ -165,6 +165,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         bar.set_message(format!("sample {}/{}", index + 1, args.num_samples));
         if args.resume && writer.is_complete(&record) {
             bar.inc(steps as u64);
+            let nifti = writer.paths(index).nifti;
+            bar.suspend(|| println!("kept {} (complete)", nifti.display()));
             continue;
         }
         let mut scheduler = pipeline.scheduler(&settings)?;
@@ -177,7 +179,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
             &mut |_, _| bar.inc(1),
         )?;
         let paths = writer.write(&image, &record)?;
-        bar.println(format!("wrote {}", paths.nifti.display()));
+        // Printed whether or not the progress bar is drawn (it is hidden off a terminal).
+        bar.suspend(|| println!("wrote {}", paths.nifti.display()));
     }
     bar.finish_and_clear();
     Ok(())
