@@ -80,17 +80,21 @@ enum Format {
     U8,
 }
 
-/// The conditioning asked for, and the physical covariates when given so.
-fn conditioning(
-    args: &SampleArgs,
-    pipeline: &LatentDiffusionPipeline,
-) -> anyhow::Result<(Conditioning, Option<Covariates>)> {
+/// The covariates asked for: the model's normalised values, or physical units (normalised
+/// once the model, which holds the scaling, is loaded).
+enum Requested {
+    Raw(Conditioning),
+    Physical(Covariates),
+}
+
+/// Reads and checks the covariate arguments (before any weights are loaded).
+fn requested(args: &SampleArgs) -> anyhow::Result<Requested> {
     if let Some(raw) = &args.raw {
         let values: [f32; 4] = raw
             .as_slice()
             .try_into()
             .context("--raw takes exactly four values")?;
-        return Ok((Conditioning(values).validated()?, None));
+        return Ok(Requested::Raw(Conditioning(values).validated()?));
     }
     let (Some(sex), Some(age), Some(ventricular), Some(brain)) = (
         args.sex,
@@ -102,16 +106,12 @@ fn conditioning(
             "give all of --sex, --age, --ventricular-volume and --brain-volume, or --raw S,A,V,B"
         );
     };
-    let covariates = Covariates {
+    Ok(Requested::Physical(Covariates {
         sex,
         age_years: age,
         ventricular_volume_mm3: ventricular,
         brain_volume_mm3: brain,
-    };
-    Ok((
-        pipeline.covariate_scaling.normalise(&covariates)?,
-        Some(covariates),
-    ))
+    }))
 }
 
 /// Runs `brain-ldm sample`.
@@ -120,21 +120,20 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         bail!("-n and --steps must be at least 1");
     }
     let device = Device::Cpu;
-    // Cheap checks first: covariates and the output folder, before loading weights.
-    if let Some(raw) = &args.raw {
-        Conditioning(
-            raw.as_slice()
-                .try_into()
-                .context("--raw takes exactly four values")?,
-        )
-        .validated()?;
-    }
+    // Cheap checks first: covariates, before loading weights.
+    let requested = requested(&args)?;
     let format = match args.format {
         Format::F32 => VoxelFormat::F32,
         Format::U8 => VoxelFormat::U8,
     };
     let pipeline = LatentDiffusionPipeline::open(&args.bundle, &device)?;
-    let (conditioning, covariates) = conditioning(&args, &pipeline)?;
+    let (conditioning, covariates) = match requested {
+        Requested::Raw(conditioning) => (conditioning, None),
+        Requested::Physical(covariates) => (
+            pipeline.covariate_scaling.normalise(&covariates)?,
+            Some(covariates),
+        ),
+    };
     let writer = SampleWriter::new(&args.out, format, pipeline.image_affine)?;
     let settings = SamplingSettings {
         scheduler: args.scheduler,
