@@ -1,15 +1,16 @@
 //! Group and layer normalisation, with fused CPU inference paths.
 
 use crate::error::NnError;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor, D};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 /// Group normalisation over `[b, c, …]` (any number of trailing axes), as
 /// `torch.nn.GroupNorm`, with an optional fused SiLU.
 ///
-/// Inference on the CPU in f32 runs one fused pass per group (statistics in f64); when a
-/// gradient is tracked, or off the CPU, it is composed of candle ops.
+/// On the CPU in f32 it runs one fused pass per group (statistics in f64), with a fused
+/// backward pass when a gradient is tracked; off the CPU, or in f16/bf16, it is composed of
+/// candle ops.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
     weight: Tensor,
@@ -68,16 +69,27 @@ impl GroupNorm {
             }
             .into());
         }
-        let tracked = x.track_op() || self.weight.track_op() || self.bias.track_op();
-        if !tracked && x.device().is_cpu() && x.dtype() == DType::F32 {
+        let fused = x.device().is_cpu()
+            && [x, &self.weight, &self.bias]
+                .iter()
+                .all(|t| t.dtype() == DType::F32);
+        if fused {
             let op = FusedGroupNorm {
-                gain: self.weight.to_dtype(DType::F32)?.to_vec1()?,
-                shift: self.bias.to_dtype(DType::F32)?.to_vec1()?,
                 num_groups: self.num_groups,
                 eps: self.eps,
                 silu,
             };
-            return x.contiguous()?.apply_op1_no_bwd(&op);
+            let (x, gain, shift) = (
+                x.contiguous()?,
+                self.weight.contiguous()?,
+                self.bias.contiguous()?,
+            );
+            let tracked = x.track_op() || gain.track_op() || shift.track_op();
+            return if tracked {
+                x.apply_op3(&gain, &shift, op)
+            } else {
+                x.apply_op3_no_bwd(&gain, &shift, &op)
+            };
         }
         let y = self.composed(x)?;
         if silu {
@@ -133,49 +145,70 @@ pub fn group_norm(
     GroupNorm::new(weight, bias, num_groups, eps)
 }
 
-/// The fused CPU group norm (+ SiLU) for inference.
+/// The fused CPU group norm (+ SiLU) of `(x, gain, shift)`, with its backward pass.
+#[derive(Clone, Copy)]
 struct FusedGroupNorm {
-    gain: Vec<f32>,
-    shift: Vec<f32>,
     num_groups: usize,
     eps: f64,
     silu: bool,
 }
 
-impl CustomOp1 for FusedGroupNorm {
+/// Contiguous f32 data of a CPU storage, or an error naming the group norm.
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let (start, end) = l.contiguous_offsets().ok_or_else(|| NnError::Geometry {
+        op: "group_norm",
+        reason: "input is not contiguous".to_string(),
+    })?;
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+impl FusedGroupNorm {
+    /// `(channels, spatial)` of an input `[b, c, …]`.
+    fn extent(dims: &[usize]) -> (usize, usize) {
+        (dims[1], dims[2..].iter().product())
+    }
+
+    /// Mean and `1 / sqrt(var + eps)` of one `(sample, group)` block (f64).
+    fn statistics(&self, block: &[f32]) -> (f64, f64) {
+        let n = block.len() as f64;
+        let mean = lane_sum(block, |v| v) / n;
+        let centre = mean as f32;
+        let var =
+            lane_sum(block, |v| (v - centre) * (v - centre)) / n - (mean - centre as f64).powi(2);
+        (mean, 1.0 / (var + self.eps).sqrt())
+    }
+}
+
+impl CustomOp3 for FusedGroupNorm {
     fn name(&self) -> &'static str {
         "group-norm"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = l.dims();
-        let channels = dims[1];
-        let spatial: usize = dims[2..].iter().product();
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (channels, spatial) = Self::extent(l1.dims());
         let per_group = channels / self.num_groups;
-        let data = s.as_slice::<f32>()?;
-        let (start, end) = l.contiguous_offsets().ok_or_else(|| NnError::Geometry {
-            op: "group_norm",
-            reason: "input is not contiguous".to_string(),
-        })?;
-        let x = &data[start..end];
+        let x = contiguous_f32(s1, l1)?;
+        let (gain, shift) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
         let mut out = vec![0f32; x.len()];
         let group_len = per_group * spatial;
         out.par_chunks_mut(group_len)
             .zip(x.par_chunks(group_len))
             .enumerate()
             .for_each(|(i, (dst, src))| {
-                let n = src.len() as f64;
-                let mean = lane_sum(src, |v| v) / n;
-                let centre = mean as f32;
-                let var = lane_sum(src, |v| (v - centre) * (v - centre)) / n
-                    - (mean - centre as f64).powi(2);
-                let inv_std = 1.0 / (var + self.eps).sqrt();
+                let (mean, inv_std) = self.statistics(src);
                 let first_channel = (i % self.num_groups) * per_group;
                 for (k, (d, s)) in dst.chunks_mut(spatial).zip(src.chunks(spatial)).enumerate() {
                     let c = first_channel + k;
-                    let scale = (self.gain[c] as f64 * inv_std) as f32;
-                    let offset =
-                        (self.shift[c] as f64 - mean * self.gain[c] as f64 * inv_std) as f32;
+                    let scale = (gain[c] as f64 * inv_std) as f32;
+                    let offset = (shift[c] as f64 - mean * gain[c] as f64 * inv_std) as f32;
                     if self.silu {
                         for (d, &s) in d.iter_mut().zip(s) {
                             let y = s * scale + offset;
@@ -188,7 +221,128 @@ impl CustomOp1 for FusedGroupNorm {
                     }
                 }
             });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gain: &Tensor,
+        shift: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grads = x.apply_op3_no_bwd(
+            &Tensor::cat(&[gain, shift], 0)?,
+            &grad.contiguous()?,
+            &FusedGroupNormBackward(*self),
+        )?;
+        let (len, c) = (x.elem_count(), gain.elem_count());
+        let grad_x = grads.narrow(0, 0, len)?.reshape(x.dims())?;
+        let grad_gain = grads.narrow(0, len, c)?;
+        let grad_shift = grads.narrow(0, len + c, c)?;
+        Ok((Some(grad_x), Some(grad_gain), Some(grad_shift)))
+    }
+}
+
+/// The gradients of [`FusedGroupNorm`]: `(x, [gain; shift], grad_y)` → the flat
+/// concatenation `[grad_x; grad_gain; grad_shift]`.
+///
+/// With `x̂ = (x − μ)·s`, `a = γ·x̂ + β` and `y = silu(a)` (or `a`): `∂a = ∂y·silu'(a)`,
+/// `∂γ = Σ ∂a·x̂`, `∂β = Σ ∂a` (over samples and voxels), and per (sample, group) of `n` values
+/// `∂x = s·(γ·∂a − mean(γ·∂a) − x̂·mean(γ·∂a·x̂))`.
+struct FusedGroupNormBackward(FusedGroupNorm);
+
+impl CustomOp3 for FusedGroupNormBackward {
+    fn name(&self) -> &'static str {
+        "group-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let norm = &self.0;
+        let (channels, spatial) = FusedGroupNorm::extent(l1.dims());
+        let per_group = channels / norm.num_groups;
+        let x = contiguous_f32(s1, l1)?;
+        let params = contiguous_f32(s2, l2)?;
+        let (gain, shift) = params.split_at(channels);
+        let grad_y = contiguous_f32(s3, l3)?;
+        let group_len = per_group * spatial;
+        let mut out = vec![0f32; x.len() + 2 * channels];
+        let (grad_x, grad_params) = out.split_at_mut(x.len());
+        // Per (sample, group): Σ ∂a and Σ ∂a·x̂ of each of its channels.
+        let sums: Vec<Vec<(f64, f64)>> = grad_x
+            .par_chunks_mut(group_len)
+            .zip(x.par_chunks(group_len).zip(grad_y.par_chunks(group_len)))
+            .enumerate()
+            .map(|(i, (dst, (src, dy)))| {
+                let (mean, inv_std) = norm.statistics(src);
+                let first_channel = (i % norm.num_groups) * per_group;
+                let (mean32, inv_std32) = (mean as f32, inv_std as f32);
+                // Pass 1: ∂a into `dst`, and the channel sums.
+                let channel_sums: Vec<(f64, f64)> = dst
+                    .chunks_mut(spatial)
+                    .zip(src.chunks(spatial).zip(dy.chunks(spatial)))
+                    .enumerate()
+                    .map(|(k, (d, (s, g)))| {
+                        let c = first_channel + k;
+                        let (gamma, beta) = (gain[c], shift[c]);
+                        if norm.silu {
+                            for ((d, &s), &g) in d.iter_mut().zip(s).zip(g) {
+                                let a = (s - mean32) * inv_std32 * gamma + beta;
+                                let sig = 1.0 / (1.0 + exp(-a));
+                                *d = g * sig * (1.0 + a * (1.0 - sig));
+                            }
+                        } else {
+                            d.copy_from_slice(g);
+                        }
+                        let sum = lane_sum(d, |v| v);
+                        let sum_centred = lane_sum_pairs(d, s, |da, v| da * (v - mean32));
+                        (sum, sum_centred * inv_std)
+                    })
+                    .collect();
+                // Pass 2: ∂x from ∂a.
+                let n = (per_group * spatial) as f64;
+                let (mut s1, mut s2) = (0f64, 0f64);
+                for (k, &(sum, sum_xhat)) in channel_sums.iter().enumerate() {
+                    let gamma = gain[first_channel + k] as f64;
+                    s1 += gamma * sum;
+                    s2 += gamma * sum_xhat;
+                }
+                let (m1, m2) = ((s1 / n) as f32, (s2 / n) as f32);
+                for (k, (d, s)) in dst.chunks_mut(spatial).zip(src.chunks(spatial)).enumerate() {
+                    let gamma = gain[first_channel + k];
+                    for (d, &s) in d.iter_mut().zip(s) {
+                        let xhat = (s - mean32) * inv_std32;
+                        *d = inv_std32 * (gamma * *d - m1 - xhat * m2);
+                    }
+                }
+                channel_sums
+            })
+            .collect();
+        let (grad_gain, grad_shift) = grad_params.split_at_mut(channels);
+        let groups_per_sample = norm.num_groups;
+        let mut gain_acc = vec![0f64; channels];
+        let mut shift_acc = vec![0f64; channels];
+        for (i, channel_sums) in sums.iter().enumerate() {
+            let first_channel = (i % groups_per_sample) * per_group;
+            for (k, &(sum, sum_xhat)) in channel_sums.iter().enumerate() {
+                shift_acc[first_channel + k] += sum;
+                gain_acc[first_channel + k] += sum_xhat;
+            }
+        }
+        for c in 0..channels {
+            grad_gain[c] = gain_acc[c] as f32;
+            grad_shift[c] = shift_acc[c] as f32;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * channels)))
     }
 }
 
@@ -218,22 +372,33 @@ fn exp(x: f32) -> f32 {
     y * f32::from_bits(((k as i32 + 127) << 23) as u32)
 }
 
-/// `Σ f(v)` over `values`: f32 sums in 16 independent lanes (so the compiler vectorises them)
-/// over blocks of at most 4096 values, each block's total added in f64.
+/// `Σ f(v)` over `values`, summed as [`lane_sum_pairs`] does.
 fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    lane_sum_pairs(values, values, |v, _| f(v))
+}
+
+/// `Σ f(a_i, b_i)` over two equally long slices: f32 sums in 16 independent lanes (so the
+/// compiler vectorises them) over blocks of at most 4096 values, each block's total added in
+/// f64.
+fn lane_sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     const LANES: usize = 16;
-    values
-        .chunks(4096)
-        .map(|block| {
+    a.chunks(4096)
+        .zip(b.chunks(4096))
+        .map(|(a, b)| {
             let mut acc = [0f32; LANES];
-            let mut lanes = block.chunks_exact(LANES);
-            for chunk in &mut lanes {
-                for (a, &v) in acc.iter_mut().zip(chunk) {
-                    *a += f(v);
+            let mut lanes = a.chunks_exact(LANES).zip(b.chunks_exact(LANES));
+            for (ca, cb) in &mut lanes {
+                for ((acc, &x), &y) in acc.iter_mut().zip(ca).zip(cb) {
+                    *acc += f(x, y);
                 }
             }
-            let tail: f32 = lanes.remainder().iter().map(|&v| f(v)).sum();
-            acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
+            let done = a.len() / LANES * LANES;
+            let tail: f32 = a[done..]
+                .iter()
+                .zip(&b[done..])
+                .map(|(&x, &y)| f(x, y))
+                .sum();
+            acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
         })
         .sum()
 }
