@@ -57,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             steps: settings.steps,
             eta: settings.eta,
             model: model.display().to_string(),
+            guidance_scale: 1.0,
         };
         let paths = writer.write(&image, &record)?;
         println!("wrote {}", paths.nifti.display());

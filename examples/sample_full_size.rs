@@ -49,6 +49,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         }),
         covariate_scaling: CovariateScaling::paper(),
         image_affine: BUNDLE_IMAGE_AFFINE,
+        null_condition: None,
+        training_covariates: None,
     };
     pipeline.validate()?;
     println!("random weights: {:.1} s", start.elapsed().as_secs_f64());

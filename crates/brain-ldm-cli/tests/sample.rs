@@ -1,27 +1,11 @@
 //! `brain-ldm sample` and `brain-ldm convert` on the shrunk public bundle
 //! (tests/fixtures/bundle-small): the files, their contents, `--resume`, and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_brain-ldm");
-
-fn bundle() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/bundle-small")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{bundle, ok, run};
+use std::path::Path;
+use std::process::Output;
 
 fn failure(out: Output) -> String {
     assert!(!out.status.success(), "expected a failure");
@@ -169,4 +153,171 @@ fn bad_input_fails_before_any_sampling_with_a_clear_message() {
     std::fs::write(&file, b"").unwrap();
     let err = failure(sample(&file.join("out"), &[]));
     assert!(err.contains("file/out"), "{err}");
+}
+
+/// `brain-ldm sample` without a model folder: the built-in demo model.
+fn sample_demo(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["sample", "--steps", "3", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn without_a_model_the_demo_samples_with_open_covariates_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let stdout = ok(sample_demo(&out, &["--age", "70", "--sex", "F", "-n", "2"])).stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&stdout).matches("wrote ").count(),
+        2
+    );
+    let volume = brain_ldm_nifti::read(out.join("sample-0001.nii.gz")).unwrap();
+    assert_eq!(volume.shape(), [40, 56, 40]);
+    let png = image::open(out.join("sample-0001.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (56 + 40 + 40, 56));
+    let sidecar = |dir: &Path, i: usize| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(format!("sample-{i:04}.json"))).unwrap())
+            .unwrap()
+    };
+    let (first, second) = (sidecar(&out, 0), sidecar(&out, 1));
+    assert_eq!(second["model"], brain_ldm::DEMO_MODEL_NAME);
+    assert_eq!(second["guidance_scale"], 1.0);
+    assert_eq!(second["covariates"]["sex"], "Female");
+    assert_eq!(second["covariates"]["age_years"], 70.0);
+    // The volumes left open were drawn (and recorded) per sample.
+    for s in [&first, &second] {
+        assert!(s["covariates"]["ventricular_volume_mm3"].as_f64().unwrap() > 0.0);
+        assert!(s["covariates"]["brain_volume_mm3"].as_f64().unwrap() > 5e5);
+    }
+
+    // The same seed gives byte-identical files, whatever the batch size.
+    let again = dir.path().join("again");
+    ok(sample_demo(
+        &again,
+        &["--age", "70", "--sex", "F", "-n", "2", "--batch-size", "2"],
+    ));
+    for i in 0..2 {
+        for ext in ["nii.gz", "png", "json"] {
+            let name = format!("sample-{i:04}.{ext}");
+            assert_eq!(
+                std::fs::read(out.join(&name)).unwrap(),
+                std::fs::read(again.join(&name)).unwrap(),
+                "{name}"
+            );
+        }
+    }
+
+    // Guidance 0 (unconditional) gives another brain than guidance 1, and says so.
+    let unguided = dir.path().join("unguided");
+    ok(sample_demo(
+        &unguided,
+        &[
+            "--age",
+            "70",
+            "--sex",
+            "F",
+            "-n",
+            "1",
+            "--guidance-scale",
+            "0",
+        ],
+    ));
+    assert_eq!(sidecar(&unguided, 0)["guidance_scale"], 0.0);
+    assert_ne!(
+        std::fs::read(unguided.join("sample-0000.nii.gz")).unwrap(),
+        std::fs::read(out.join("sample-0000.nii.gz")).unwrap()
+    );
+    // --unconditional records the null condition the model saw.
+    let unconditional = dir.path().join("unconditional");
+    ok(sample_demo(&unconditional, &["--unconditional"]));
+    let s = sidecar(&unconditional, 0);
+    assert_eq!(s["covariates"], serde_json::Value::Null);
+    assert_eq!(
+        s["conditioning"],
+        serde_json::json!([-1.0, -1.0, -1.0, -1.0])
+    );
+    assert_eq!(s["guidance_scale"], 0.0);
+}
+
+#[test]
+fn guidance_on_a_model_without_null_condition_fails_before_sampling() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let err = failure(sample(&out, &["--guidance-scale", "2"]));
+    assert!(
+        err.contains("guidance scale 2") && err.contains("null_condition"),
+        "{err}"
+    );
+    let bundle = bundle();
+    let err = failure(run(&[
+        "sample",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--unconditional",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(err.contains("unconditional sampling"), "{err}");
+    // Nothing was written.
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+#[test]
+fn a_wrong_number_of_raw_values_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let err = failure(sample_demo(&out, &["--raw", "1,0.5,0.5"]));
+    assert!(err.contains("--raw takes exactly four values"), "{err}");
+    assert!(err.contains("got 3"), "{err}");
+    let err = failure(sample_demo(&out, &["--raw", "1,0.5", "--unconditional"]));
+    assert!(err.contains("--unconditional"), "{err}");
+}
+
+#[test]
+fn convert_dtype_f16_halves_the_weights_and_the_folder_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = bundle();
+    let (f32_dir, f16_dir) = (dir.path().join("f32"), dir.path().join("f16"));
+    ok(run(&[
+        "convert",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--out",
+        f32_dir.to_str().unwrap(),
+    ]));
+    // A model folder converts too.
+    ok(run(&[
+        "convert",
+        "--model",
+        f32_dir.to_str().unwrap(),
+        "--dtype",
+        "f16",
+        "--out",
+        f16_dir.to_str().unwrap(),
+    ]));
+    let size = |d: &Path| std::fs::metadata(d.join("unet.safetensors")).unwrap().len();
+    assert!(size(&f16_dir) * 10 < size(&f32_dir) * 6);
+    let out = dir.path().join("s");
+    ok(run(&[
+        "sample",
+        "--model",
+        f16_dir.to_str().unwrap(),
+        "--raw",
+        "1,0.7,0.7,0.5",
+        "--steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(out.join("sample-0000.nii.gz").is_file());
+    let err = failure(run(&[
+        "convert",
+        "--model",
+        f32_dir.to_str().unwrap(),
+        "--dtype",
+        "f8",
+        "--out",
+        f16_dir.to_str().unwrap(),
+    ]));
+    assert!(err.contains("f8"), "{err}");
 }

@@ -100,6 +100,15 @@ fn train_both_stages_resume_and_sample() {
     ]));
     let log = std::fs::read_to_string(dir.path().join("ae/log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3);
+    // Training drew loss.png; `train plot` redraws it, here into another file.
+    assert!(dir.path().join("ae/loss.png").is_file());
+    ok(run(&["train", "plot", &p("ae"), "--out", &p("curves.png")]));
+    let png = std::fs::read(dir.path().join("curves.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    // A run folder without a log is a typed error naming the file.
+    let out = run(&["train", "plot", &p("data")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.jsonl"));
 
     ok(run(&[
         "train",

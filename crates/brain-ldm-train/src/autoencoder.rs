@@ -15,6 +15,7 @@ use crate::data::{batch_items, load_image, mix, Dataset, Prefetcher, Subject};
 use crate::error::{Result, TrainError};
 use crate::losses::{kl_loss, l1_loss, PatchAdversarialLoss, PerceptualLoss};
 use crate::optim::{AdamW, Ema, Gradients, Parameters};
+use crate::plot::plot_run;
 use crate::run::{load_tensors, save_tensors, seeded_init, write_atomically, RunDir, StepReport};
 
 /// The discriminator with its variables and optimiser.
@@ -266,8 +267,9 @@ impl AutoencoderTrainer {
     }
 
     /// Trains until the configured number of steps (or `stop_after` steps in total, to split a
-    /// run), checkpointing every `checkpoint_every` steps and at the end; `on_step` is called
-    /// after every step.
+    /// run), checkpointing every `checkpoint_every` steps and at the end, each checkpoint
+    /// followed by `loss.png` redrawn from `log.jsonl` (a failure to draw it is the step's
+    /// [`StepReport::warning`], not an error); `on_step` is called after every step.
     ///
     /// # Errors
     /// Image, model and I/O errors; [`TrainError::NonFiniteLoss`] when training diverges.
@@ -389,7 +391,7 @@ impl AutoencoderTrainer {
                     ("discriminator", sums[4]),
                 ]);
             }
-            let report = StepReport {
+            let mut report = StepReport {
                 step: self.step,
                 total,
                 epoch,
@@ -397,12 +399,14 @@ impl AutoencoderTrainer {
                 losses,
                 validation,
                 elapsed: started.elapsed().as_secs_f64(),
+                warning: None,
             };
             self.run.log(&report.to_json())?;
-            on_step(&report);
             if (c.checkpoint_every > 0 && self.step % c.checkpoint_every == 0) || self.step == end {
                 self.save()?;
+                report.warning = plot_run(&self.run.out);
             }
+            on_step(&report);
         }
         Ok(())
     }

@@ -23,6 +23,7 @@ use crate::data::{
 use crate::error::{io, Result, TrainError};
 use crate::losses::diffusion_loss;
 use crate::optim::{AdamW, Ema, Gradients, Parameters};
+use crate::plot::plot_run;
 use crate::run::{load_tensors, save_tensors, seeded_init, write_atomically, RunDir, StepReport};
 
 /// One subject's cached latent distribution and normalised covariates.
@@ -186,6 +187,10 @@ impl DiffusionTrainer {
             conditioning: mode,
             covariate_scaling: scaling,
             image_affine: dataset.affine,
+            // The unconditional mode exists only if it was trained.
+            null_condition: (config.condition_dropout > 0.0).then_some(config.null_condition),
+            // What sampling draws covariates left open from.
+            training_covariates: Some(train.iter().map(|item| item.cond).collect()),
         };
         let mut trainer = Self {
             schedule: ddim.noise_schedule.build()?,
@@ -383,7 +388,9 @@ impl DiffusionTrainer {
     }
 
     /// Trains until the configured number of steps (or `stop_after` steps in total),
-    /// checkpointing every `checkpoint_every` steps and at the end.
+    /// checkpointing every `checkpoint_every` steps and at the end, each checkpoint followed by
+    /// `loss.png` redrawn from `log.jsonl` (a failure to draw it is the step's
+    /// [`StepReport::warning`], not an error); `on_step` is called after every step.
     ///
     /// # Errors
     /// Model and I/O errors; [`TrainError::NonFiniteLoss`].
@@ -444,7 +451,7 @@ impl DiffusionTrainer {
             } else {
                 None
             };
-            let report = StepReport {
+            let mut report = StepReport {
                 step: self.step,
                 total,
                 epoch,
@@ -452,12 +459,14 @@ impl DiffusionTrainer {
                 losses: vec![("loss", sum)],
                 validation,
                 elapsed: started.elapsed().as_secs_f64(),
+                warning: None,
             };
             self.run.log(&report.to_json())?;
-            on_step(&report);
             if (c.checkpoint_every > 0 && self.step % c.checkpoint_every == 0) || self.step == end {
                 self.save()?;
+                report.warning = plot_run(&self.run.out);
             }
+            on_step(&report);
         }
         Ok(())
     }

@@ -74,6 +74,30 @@ pub enum TrainError {
         /// The output folder.
         path: PathBuf,
     },
+    /// A line of a run's `log.jsonl` is not a JSON object with a numeric `step`.
+    #[error("{path}, line {line}: {reason}")]
+    LossLog {
+        /// The log.
+        path: PathBuf,
+        /// The line (1-based).
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A run's `log.jsonl` holds no loss to plot (no line, or no numeric loss on any line).
+    #[error("{path}: no loss to plot")]
+    EmptyLossLog {
+        /// The log.
+        path: PathBuf,
+    },
+    /// A PNG could not be encoded.
+    #[error("{path}: cannot encode the PNG: {reason}")]
+    Png {
+        /// The PNG to write.
+        path: PathBuf,
+        /// The encoder's message.
+        reason: String,
+    },
     /// A tensor shape does not fit.
     #[error("{what}: expected shape {expected}, got {got:?}")]
     Shape {

@@ -11,7 +11,8 @@
 //! * [`AutoencoderTrainer`] (stage 1) and [`DiffusionTrainer`] (stage 2, cached latents,
 //!   conditioning dropout, EMA), configured by [`AutoencoderTrainConfig`] /
 //!   [`DiffusionTrainConfig`] (TOML), writing checkpoints that resume exactly and, for
-//!   stage 2, a model folder `brain_ldm::LatentDiffusionPipeline::open` loads.
+//!   stage 2, a model folder `brain_ldm::LatentDiffusionPipeline::open` loads; each run
+//!   logs every step to `log.jsonl`, drawn as `loss.png` by [`plot_losses`].
 #![warn(missing_docs)]
 
 mod autoencoder;
@@ -21,10 +22,12 @@ mod diffusion;
 mod error;
 pub mod losses;
 pub mod optim;
+mod plot;
 mod run;
 
 pub use autoencoder::AutoencoderTrainer;
 pub use config::{AutoencoderTrainConfig, DiffusionTrainConfig};
 pub use diffusion::DiffusionTrainer;
 pub use error::{Result, TrainError};
+pub use plot::plot_losses;
 pub use run::{seeded_init, StepReport};

@@ -32,6 +32,9 @@ pub struct StepReport {
     pub validation: Option<f64>,
     /// Seconds since this process started training.
     pub elapsed: f64,
+    /// A problem that did not stop training, to show the user: `loss.png` could not be
+    /// redrawn after this step's checkpoint.
+    pub warning: Option<String>,
 }
 
 impl StepReport {

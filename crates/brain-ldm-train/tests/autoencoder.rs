@@ -30,6 +30,9 @@ fn autoencoder_l1_falls_below_0_05() {
     );
     let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 150);
+    // The final checkpoint redrew the loss curves.
+    let png = image::open(out.join("loss.png")).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), (900, 500));
 }
 
 #[test]

@@ -64,6 +64,14 @@ fn diffusion_loss_halves_and_the_folder_samples() {
 
     let pipeline = brain_ldm::LatentDiffusionPipeline::open(&out, &Device::Cpu).unwrap();
     assert_eq!(pipeline.latent_shape, [3, 8, 8, 8]);
+    // Trained with dropout: the null condition (the default, zeros) and the 4 training
+    // subjects' normalised covariates are in model.json.
+    assert_eq!(pipeline.null_condition, Some([0.0; 4]));
+    let rows = pipeline.training_covariates.as_ref().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(rows
+        .iter()
+        .all(|r| (r[0] == 0.0 || r[0] == 1.0) && r[1..].iter().all(|v| (0.0..=1.0).contains(v))));
     let settings = brain_ldm::SamplingSettings {
         steps: 3,
         ..Default::default()
@@ -169,4 +177,38 @@ fn bad_datasets_are_typed_errors_before_training() {
     .to_string();
     assert!(err.contains("model.in_channel"), "{err}");
     assert!(!out.exists());
+}
+
+#[test]
+fn without_dropout_the_model_folder_has_no_null_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ae) = setup(dir.path());
+    let cfg =
+        config("steps = 1\ncondition_dropout = 0.0\nnull_condition = [-1.0, -1.0, -1.0, -1.0]\n");
+    let t = DiffusionTrainer::new(
+        cfg,
+        &data,
+        &ae,
+        &dir.path().join("ldm"),
+        false,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(t.model_config().null_condition, None);
+    assert_eq!(
+        t.model_config().training_covariates.as_ref().unwrap().len(),
+        4
+    );
+    let cfg =
+        config("steps = 1\ncondition_dropout = 0.2\nnull_condition = [-1.0, -1.0, -1.0, -1.0]\n");
+    let t = DiffusionTrainer::new(
+        cfg,
+        &data,
+        &ae,
+        &dir.path().join("ldm2"),
+        false,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(t.model_config().null_condition, Some([-1.0; 4]));
 }

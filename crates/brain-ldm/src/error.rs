@@ -54,6 +54,30 @@ pub enum Error {
     /// From a tensor operation.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A setting of the fidelity experiment is out of range.
+    #[error("fidelity setting {name} = {value}: {reason}")]
+    InvalidSetting {
+        /// The setting (as named in `FidelityConfig` and on the command line).
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A folder of real images (a cohort) is unusable.
+    #[error("cohort {path}: {reason}")]
+    Cohort {
+        /// The folder or file at fault.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// From an image metric (MS-SSIM).
+    #[error(transparent)]
+    Metrics(Box<brain_ldm_metrics::Error>),
+    /// From the volumetry of a generated brain.
+    #[error(transparent)]
+    Volumetry(Box<brain_ldm_synth::SynthError>),
 }
 
 /// Boxes the errors of the other crates (they are large; boxing keeps `Result`s small).
@@ -73,6 +97,8 @@ from_boxed!(
     Scheduler: brain_ldm_schedulers::Error,
     Nifti: brain_ldm_nifti::Error,
     Checkpoint: brain_ldm_nn::checkpoint::CheckpointError,
+    Metrics: brain_ldm_metrics::Error,
+    Volumetry: brain_ldm_synth::SynthError,
 );
 
 /// The facade's result type.

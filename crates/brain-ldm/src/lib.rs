@@ -9,6 +9,11 @@
 //!   folder, and [`convert_bundle`] turns the former into the latter.
 //! * [`Covariates`] → [`Conditioning`] through [`CovariateScaling`] (the paper's ranges).
 //! * [`SampleWriter`]: NIfTI + PNG preview + JSON sidecar per sample, resumable.
+//! * [`fidelity`]: the paper's conditioning experiment on any model (covariate sweeps
+//!   measured by volumetry, extrapolation, diversity), as tables and figure grids.
+//! * [`LatentDiffusionPipeline::demo`]: a small model compiled in, to sample without
+//!   downloading anything; [`LatentDiffusionPipeline::sample_batch`] samples many at once,
+//!   with classifier-free guidance.
 //!
 //! ```no_run
 //! use brain_ldm::{Covariates, LatentDiffusionPipeline, SamplingSettings, Sex};
@@ -28,7 +33,9 @@
 
 mod bundle;
 mod covariates;
+mod demo;
 mod error;
+pub mod fidelity;
 mod model;
 mod output;
 mod pipeline;
@@ -38,17 +45,20 @@ pub use brain_ldm_metrics as metrics;
 pub use brain_ldm_nifti as nifti;
 pub use brain_ldm_nn as nn;
 pub use brain_ldm_schedulers as schedulers;
+pub use brain_ldm_synth as synth;
 pub use brain_ldm_unet as unet;
 
 pub use brain_ldm_autoencoder::{AutoencoderKL, AutoencoderKLConfig};
 pub use brain_ldm_schedulers::{NoiseGenerator, Scheduler, SchedulerKind, TimestepSpacing};
 pub use brain_ldm_unet::{DiffusionModelUNet, DiffusionModelUNetConfig};
 pub use bundle::BundleConfig;
-pub use covariates::{Conditioning, CovariateScaling, Covariates, Sex};
+pub use covariates::{Conditioning, CovariateScaling, Covariates, PartialCovariates, Sex};
+pub use demo::DEMO_MODEL_NAME;
 pub use error::{Error, Result};
-pub use model::{convert_bundle, ModelFolderConfig, MODEL_FOLDER_FORMAT};
+pub use fidelity::{Fidelity, FidelityConfig, FidelityOutcome, FidelityReport};
+pub use model::{convert_bundle, convert_model, ModelFolderConfig, MODEL_FOLDER_FORMAT};
 pub use output::{SamplePaths, SampleRecord, SampleWriter, VoxelFormat};
 pub use pipeline::{
-    ConditioningMode, LatentDiffusionPipeline, SamplingSettings, BUNDLE_IMAGE_AFFINE,
-    NUM_COVARIATES,
+    ConditioningMode, LatentDiffusionPipeline, SampleRequest, SamplingSettings,
+    BUNDLE_IMAGE_AFFINE, NUM_COVARIATES,
 };

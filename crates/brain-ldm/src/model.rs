@@ -39,6 +39,14 @@ pub struct ModelFolderConfig {
     pub covariate_scaling: CovariateScaling,
     /// World grid of the decoded images.
     pub image_affine: Affine,
+    /// The normalised conditioning that stood for "no covariates" in training (conditioning
+    /// dropout); absent for a model trained without dropout, which cannot be guided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_condition: Option<[f32; 4]>,
+    /// The normalised covariates of the training subjects, one row each; absent when not
+    /// recorded (open covariates cannot be drawn then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_covariates: Option<Vec<[f32; 4]>>,
 }
 
 /// The conditioning a UNet's configuration implies, or an error naming the configuration.
@@ -106,6 +114,8 @@ impl LatentDiffusionPipeline {
             scheduler_config: bundle.scheduler.clone(),
             covariate_scaling: CovariateScaling::paper(),
             image_affine: BUNDLE_IMAGE_AFFINE,
+            null_condition: None,
+            training_covariates: None,
         };
         pipeline.validate()?;
         Ok(pipeline)
@@ -119,37 +129,24 @@ impl LatentDiffusionPipeline {
     pub fn from_model_folder(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config_path = dir.join("model.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let config: ModelFolderConfig = serde_json::from_str(&text).map_err(|e| Error::Bundle {
-            path: config_path.clone(),
-            reason: e.to_string(),
-        })?;
-        if config.format != MODEL_FOLDER_FORMAT {
-            return Err(Error::Bundle {
-                path: config_path,
-                reason: format!(
-                    "format {:?}, expected {MODEL_FOLDER_FORMAT:?}",
-                    config.format
-                ),
-            });
-        }
-        let ae_config = parse_config(&config.autoencoder, "autoencoder", &config_path, |s| {
-            AutoencoderKLConfig::from_json(s).map_err(|e| e.to_string())
-        })?;
-        let unet_config = parse_config(&config.unet, "unet", &config_path, |s| {
-            DiffusionModelUNetConfig::from_json(s).map_err(|e| e.to_string())
-        })?;
-        let autoencoder =
-            AutoencoderKL::load(dir.join("autoencoder.safetensors"), &ae_config, device)?;
-        let unet = DiffusionModelUNet::load(
-            dir.join("unet.safetensors"),
-            &unet_config,
-            DType::F32,
-            device,
-        )?;
+        let config = read_folder_config(&config_path)?;
+        let autoencoder = Checkpoint::load(dir.join("autoencoder.safetensors"), device)?;
+        let unet = Checkpoint::load(dir.join("unet.safetensors"), device)?;
+        Self::from_parts(config, &config_path, &autoencoder, unet)
+    }
+
+    /// Builds a pipeline from a parsed `model.json` (read from `config_path`, named in
+    /// errors; see `parse_folder_config`) and the two checkpoints, whatever their float dtype
+    /// (converted to f32).
+    pub(crate) fn from_parts(
+        config: ModelFolderConfig,
+        config_path: &Path,
+        autoencoder: &Checkpoint,
+        unet: Checkpoint,
+    ) -> Result<Self> {
+        let (ae_config, unet_config) = folder_configs(&config, config_path)?;
+        let autoencoder = AutoencoderKL::from_checkpoint(autoencoder, &ae_config, DType::F32)?;
+        let unet = DiffusionModelUNet::from_checkpoint(unet, &unet_config, DType::F32)?;
         let pipeline = Self {
             autoencoder,
             unet,
@@ -159,10 +156,52 @@ impl LatentDiffusionPipeline {
             scheduler_config: config.scheduler,
             covariate_scaling: config.covariate_scaling,
             image_affine: config.image_affine,
+            null_condition: config.null_condition,
+            training_covariates: config.training_covariates,
         };
         pipeline.validate()?;
         Ok(pipeline)
     }
+}
+
+/// Reads and parses a model folder's `model.json`.
+fn read_folder_config(config_path: &Path) -> Result<ModelFolderConfig> {
+    let text = std::fs::read_to_string(config_path).map_err(|source| Error::Io {
+        path: config_path.to_path_buf(),
+        source,
+    })?;
+    parse_folder_config(&text, config_path)
+}
+
+/// Parses `model.json` text (read from `config_path`, named in errors) and checks its format
+/// tag.
+pub(crate) fn parse_folder_config(text: &str, config_path: &Path) -> Result<ModelFolderConfig> {
+    let bad = |reason: String| Error::Bundle {
+        path: config_path.to_path_buf(),
+        reason,
+    };
+    let config: ModelFolderConfig = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    if config.format != MODEL_FOLDER_FORMAT {
+        return Err(bad(format!(
+            "format {:?}, expected {MODEL_FOLDER_FORMAT:?}",
+            config.format
+        )));
+    }
+    Ok(config)
+}
+
+/// The autoencoder's and UNet's configurations in a `model.json`.
+fn folder_configs(
+    config: &ModelFolderConfig,
+    config_path: &Path,
+) -> Result<(AutoencoderKLConfig, DiffusionModelUNetConfig)> {
+    let ae = parse_config(&config.autoencoder, "autoencoder", config_path, |s| {
+        AutoencoderKLConfig::from_json(s).map_err(|e| e.to_string())
+    })?;
+    let unet = parse_config(&config.unet, "unet", config_path, |s| {
+        DiffusionModelUNetConfig::from_json(s).map_err(|e| e.to_string())
+    })?;
+    Ok((ae, unet))
 }
 
 fn bundle_configs(
@@ -196,7 +235,56 @@ fn bundle_latent_shape(bundle: &BundleConfig, ae: &AutoencoderKLConfig) -> Resul
 /// # Errors
 /// As [`LatentDiffusionPipeline::from_bundle`], and [`Error::Io`] when `out` cannot be written.
 pub fn convert_bundle(bundle_dir: impl AsRef<Path>, out: impl AsRef<Path>) -> Result<PathBuf> {
-    let out = out.as_ref();
+    let (config, autoencoder, unet) = bundle_parts(bundle_dir.as_ref())?;
+    write_model_folder(&config, &autoencoder, &unet, out.as_ref(), DType::F32)
+}
+
+/// Writes a brain-ldm model folder at `out` from a MONAI bundle folder or another brain-ldm
+/// model folder (told apart as [`LatentDiffusionPipeline::open`] does), with its weights
+/// stored as `dtype`: `F32`, or `F16` / `BF16` for half the size (converted back to f32 when
+/// loaded). The weights are checked against the models first; `model.json` is kept as it is
+/// (a bundle's is made from its configuration).
+///
+/// # Errors
+/// [`Error::InvalidRequest`] for another dtype; as [`LatentDiffusionPipeline::open`]; and
+/// [`Error::Io`] when `out` cannot be written.
+pub fn convert_model(
+    source: impl AsRef<Path>,
+    out: impl AsRef<Path>,
+    dtype: DType,
+) -> Result<PathBuf> {
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::InvalidRequest(format!(
+            "weights can be stored as f32, f16 or bf16, not {dtype:?}"
+        )));
+    }
+    let source = source.as_ref();
+    let config_path = source.join("model.json");
+    let (config, autoencoder, unet) = if config_path.is_file() {
+        let config = read_folder_config(&config_path)?;
+        let device = Device::Cpu;
+        let autoencoder = Checkpoint::load(source.join("autoencoder.safetensors"), &device)?;
+        let unet = Checkpoint::load(source.join("unet.safetensors"), &device)?;
+        let (ae_config, _) = folder_configs(&config, &config_path)?;
+        // Loads as `from_model_folder` does, so the same keys (old ones renamed) are written.
+        let autoencoder = upgrade_old_keys(autoencoder, &ae_config)?;
+        let unet = unet.rename(old_key_to_core);
+        LatentDiffusionPipeline::from_parts(
+            config.clone(),
+            &config_path,
+            &autoencoder,
+            unet.clone(),
+        )?;
+        (config, autoencoder, unet)
+    } else {
+        bundle_parts(source)?
+    };
+    write_model_folder(&config, &autoencoder, &unet, out.as_ref(), dtype)
+}
+
+/// A bundle's `model.json` and its weights under MONAI core key names, checked against the
+/// models.
+fn bundle_parts(bundle_dir: &Path) -> Result<(ModelFolderConfig, Checkpoint, Checkpoint)> {
     let bundle = BundleConfig::open(bundle_dir)?;
     let (ae_config, unet_config) = bundle_configs(&bundle)?;
     let latent_shape = bundle_latent_shape(&bundle, &ae_config)?;
@@ -211,12 +299,6 @@ pub fn convert_bundle(bundle_dir: impl AsRef<Path>, out: impl AsRef<Path>) -> Re
     let unet_weights =
         Checkpoint::load(&bundle.diffusion_weights, &device)?.rename(old_key_to_core);
     unet_weights.build(DType::F32, |vb| DiffusionModelUNet::new(&unet_config, vb))?;
-    std::fs::create_dir_all(out).map_err(|source| Error::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    ae_weights.save_safetensors(out.join("autoencoder.safetensors"))?;
-    unet_weights.save_safetensors(out.join("unet.safetensors"))?;
     let config = ModelFolderConfig {
         format: MODEL_FOLDER_FORMAT.into(),
         autoencoder: bundle.autoencoder.clone(),
@@ -227,8 +309,42 @@ pub fn convert_bundle(bundle_dir: impl AsRef<Path>, out: impl AsRef<Path>) -> Re
         conditioning,
         covariate_scaling: CovariateScaling::paper(),
         image_affine: BUNDLE_IMAGE_AFFINE,
+        null_condition: None,
+        training_covariates: None,
     };
-    let json = serde_json::to_string_pretty(&config)
+    Ok((config, ae_weights, unet_weights))
+}
+
+/// Writes `model.json` and both weight files (float tensors as `dtype`) into `out`.
+fn write_model_folder(
+    config: &ModelFolderConfig,
+    autoencoder: &Checkpoint,
+    unet: &Checkpoint,
+    out: &Path,
+    dtype: DType,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let as_dtype = |checkpoint: &Checkpoint| -> Result<Checkpoint> {
+        let tensors = checkpoint
+            .tensors()
+            .iter()
+            .map(|(k, t)| {
+                let t = if t.dtype().is_float() {
+                    t.to_dtype(dtype)?
+                } else {
+                    t.clone()
+                };
+                Ok((k.clone(), t))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Checkpoint::from_tensors(tensors, checkpoint.file()))
+    };
+    as_dtype(autoencoder)?.save_safetensors(out.join("autoencoder.safetensors"))?;
+    as_dtype(unet)?.save_safetensors(out.join("unet.safetensors"))?;
+    let json = serde_json::to_string_pretty(config)
         .map_err(|e| Error::InvalidRequest(format!("cannot encode model.json: {e}")))?;
     crate::output::write_atomically(&out.join("model.json"), json.as_bytes())?;
     Ok(out.to_path_buf())

@@ -41,6 +41,15 @@ pub struct SampleRecord {
     pub eta: f64,
     /// Where the model came from.
     pub model: String,
+    /// The classifier-free guidance scale (1: plain conditional sampling, 0: unconditional);
+    /// 1 in sidecars written before guidance existed.
+    #[serde(default = "plain_conditional")]
+    pub guidance_scale: f64,
+}
+
+/// The guidance scale of plain conditional sampling, for sidecars without one.
+fn plain_conditional() -> f64 {
+    1.0
 }
 
 /// The three files of one sample.
@@ -151,12 +160,31 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// A grey-level PNG of the three orthogonal mid-slices side by side (sagittal, coronal,
 /// axial), superior and anterior up, for a volume indexed `[i, j, k]` ≈ (x, y, z).
 fn write_preview(volume: &Volume, path: &Path, format: VoxelFormat) -> Result<()> {
-    let [ni, nj, nk] = volume.shape();
-    let data = &volume.data;
     let full_scale = match format {
         VoxelFormat::F32 => 1.0,
         VoxelFormat::U8 => 255.0,
     };
+    let preview = mid_slices(volume, full_scale);
+    write_grey_png(path, &preview)
+}
+
+/// An 8-bit grey image, rows top to bottom.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GreyImage {
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// `width × height` values, row-major.
+    pub pixels: Vec<u8>,
+}
+
+/// The three orthogonal mid-slices of `volume` side by side (sagittal, coronal, axial),
+/// superior and anterior up, for a volume indexed `[i, j, k]` ≈ (x, y, z); `full_scale`
+/// maps to white.
+pub(crate) fn mid_slices(volume: &Volume, full_scale: f32) -> GreyImage {
+    let [ni, nj, nk] = volume.shape();
+    let data = &volume.data;
     let grey = |v: f32| ((v / full_scale).clamp(0.0, 1.0) * 255.0).round() as u8;
     let (ci, cj, ck) = (ni / 2, nj / 2, nk / 2);
     let panel = |w: usize, h: usize, value: &dyn Fn(usize, usize) -> f32| {
@@ -182,6 +210,15 @@ fn write_preview(volume: &Volume, path: &Path, format: VoxelFormat) -> Result<()
         }
         x0 += w;
     }
+    GreyImage {
+        width,
+        height,
+        pixels,
+    }
+}
+
+/// Encodes `image` as an 8-bit grey PNG and writes it atomically to `path`.
+pub(crate) fn write_grey_png(path: &Path, image: &GreyImage) -> Result<()> {
     let png_error = |reason: String| Error::Png {
         path: path.to_path_buf(),
         reason,
@@ -189,9 +226,9 @@ fn write_preview(volume: &Volume, path: &Path, format: VoxelFormat) -> Result<()
     let mut encoded = Vec::new();
     image::codecs::png::PngEncoder::new(&mut encoded)
         .write_image(
-            &pixels,
-            width as u32,
-            height as u32,
+            &image.pixels,
+            image.width as u32,
+            image.height as u32,
             image::ExtendedColorType::L8,
         )
         .map_err(|e| png_error(e.to_string()))?;

@@ -1,7 +1,7 @@
 //! The latent diffusion pipeline: starting noise → denoising loop in latent space, conditioned
 //! on the covariates → decoded image.
 
-use crate::covariates::{Conditioning, CovariateScaling};
+use crate::covariates::{Conditioning, CovariateScaling, Covariates, PartialCovariates};
 use crate::error::{Error, Result};
 use brain_ldm_autoencoder::AutoencoderKL;
 use brain_ldm_nifti::Affine;
@@ -111,10 +111,35 @@ pub struct LatentDiffusionPipeline {
     pub covariate_scaling: CovariateScaling,
     /// The world grid of the decoded images.
     pub image_affine: Affine,
+    /// The normalised conditioning that stood for "no covariates" in training (conditioning
+    /// dropout), the unconditional branch of classifier-free guidance. `None` for a model
+    /// trained without dropout (the public bundle): it can only sample conditionally, with
+    /// guidance scale 1.
+    pub null_condition: Option<[f32; 4]>,
+    /// The normalised covariates of the training subjects, one row each: the distribution
+    /// covariates left open are drawn from ([`complete_covariates`](Self::complete_covariates)).
+    pub training_covariates: Option<Vec<[f32; 4]>>,
+}
+
+/// One sample of a batch: its conditioning (None = unconditional) and its noise stream.
+///
+/// The starting noise is stream `index` of `seed` ([`NoiseGenerator::with_stream`]), and the
+/// noise of stochastic steps comes from the same stream, so a request gives the same image
+/// whatever else is in its batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRequest {
+    /// The normalised covariates; `None` samples from the model's unconditional mode
+    /// (needs a model with a [null condition](LatentDiffusionPipeline::null_condition)).
+    pub conditioning: Option<Conditioning>,
+    /// The run's seed.
+    pub seed: u64,
+    /// The sample's index in the run: its noise stream.
+    pub index: u64,
 }
 
 impl LatentDiffusionPipeline {
-    /// Checks that the parts fit together: channels, conditioning width, latent size.
+    /// Checks that the parts fit together: channels, conditioning width, latent size; and
+    /// that the stored null condition and training covariates are finite.
     ///
     /// # Errors
     /// [`Error::InvalidRequest`] naming the mismatch.
@@ -160,6 +185,19 @@ impl LatentDiffusionPipeline {
             return bad(format!(
                 "scale factor {} must be positive",
                 self.scale_factor
+            ));
+        }
+        if let Some(null) = self
+            .null_condition
+            .filter(|v| v.iter().any(|x| !x.is_finite()))
+        {
+            return bad(format!("null condition {null:?} is not finite"));
+        }
+        let rows = self.training_covariates.as_deref().unwrap_or_default();
+        if let Some(i) = rows.iter().position(|r| r.iter().any(|x| !x.is_finite())) {
+            return bad(format!(
+                "training covariates row {i} ({:?}) is not finite",
+                rows[i]
             ));
         }
         Ok(())
@@ -220,18 +258,141 @@ impl LatentDiffusionPipeline {
                 noise.dims()
             )));
         }
-        let conditioning = conditioning.validated()?;
+        let plan = self.guidance_plan(1.0, &[Some(conditioning.validated()?)])?;
+        self.denoise_planned(
+            scheduler,
+            &plan,
+            noise,
+            std::slice::from_mut(noise_source),
+            progress,
+        )
+    }
+
+    /// Checks that the model can sample with `guidance_scale`, and unconditionally when
+    /// `unconditional`: both need a [null condition](Self::null_condition) unless the scale
+    /// is 1 and every sample is conditional. Cheap: call it before any long computation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a non-finite scale, or guidance or unconditional
+    /// sampling on a model without a null condition.
+    pub fn check_guidance(&self, guidance_scale: f64, unconditional: bool) -> Result<()> {
+        if !guidance_scale.is_finite() {
+            return Err(Error::InvalidRequest(format!(
+                "guidance scale {guidance_scale} is not a finite number"
+            )));
+        }
+        if self.null_condition.is_none() {
+            let what = if unconditional {
+                "unconditional sampling".to_string()
+            } else if guidance_scale != 1.0 {
+                format!("guidance scale {guidance_scale}")
+            } else {
+                return Ok(());
+            };
+            return Err(Error::InvalidRequest(format!(
+                "{what} needs a model trained with conditioning dropout (a null_condition in its model.json); this model has none, so it only samples conditionally with guidance scale 1"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The open covariates of `partial` drawn from the model's training distribution
+    /// ([`training_covariates`](Self::training_covariates)), deterministically from
+    /// `(seed, index)`; see [`PartialCovariates::complete`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] when a covariate is open and the model stores no training
+    /// covariates; [`Error::InvalidCovariate`] for non-finite values.
+    pub fn complete_covariates(
+        &self,
+        partial: &PartialCovariates,
+        seed: u64,
+        index: u64,
+    ) -> Result<Covariates> {
+        partial.complete(
+            &self.covariate_scaling,
+            self.training_covariates.as_deref(),
+            seed,
+            index,
+        )
+    }
+
+    /// Lays out the UNet batch for `conditionings` at `guidance_scale`; checks the request.
+    fn guidance_plan(
+        &self,
+        guidance_scale: f64,
+        conditionings: &[Option<Conditioning>],
+    ) -> Result<GuidancePlan> {
+        let unconditional = conditionings.iter().any(Option::is_none);
+        self.check_guidance(guidance_scale, unconditional)?;
+        let null = self.null_condition.unwrap_or([0.0; NUM_COVARIATES]);
+        let n = conditionings.len();
+        let mut plan = GuidancePlan {
+            source: (0..n as u32).collect(),
+            conditioning: Vec::with_capacity(2 * n * NUM_COVARIATES),
+            cond_row: (0..n as u32).collect(),
+            uncond_row: (0..n as u32).collect(),
+            scale: vec![0.0; n],
+            guided: false,
+        };
+        // First one row per request: conditional when its output is needed, else the null
+        // condition; then an extra unconditional row for each request that is guided.
+        for conditioning in conditionings {
+            let row = match conditioning {
+                Some(c) if guidance_scale != 0.0 => c.0,
+                _ => null,
+            };
+            plan.conditioning.extend_from_slice(&row);
+        }
+        for (i, conditioning) in conditionings.iter().enumerate() {
+            if conditioning.is_some() && guidance_scale != 0.0 && guidance_scale != 1.0 {
+                plan.uncond_row[i] = plan.source.len() as u32;
+                plan.source.push(i as u32);
+                plan.conditioning.extend_from_slice(&null);
+                plan.scale[i] = guidance_scale as f32;
+                plan.guided = true;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The denoising loop over a batch `noise` `[n, c, d, h, w]` laid out by `plan`, with one
+    /// noise generator per sample for stochastic steps.
+    fn denoise_planned(
+        &self,
+        scheduler: &mut dyn Scheduler,
+        plan: &GuidancePlan,
+        noise: Tensor,
+        noise_sources: &mut [NoiseGenerator],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor> {
+        let (_, _, d, h, w) = noise.dims5()?;
         let device = noise.device().clone();
-        let values = Tensor::new(&conditioning.0, &device)?;
-        let context = values.reshape((1, 1, NUM_COVARIATES))?;
+        let rows = plan.source.len();
+        let values = Tensor::from_slice(&plan.conditioning, (rows, NUM_COVARIATES), &device)?
+            .to_dtype(noise.dtype())?;
+        let context = values.reshape((rows, 1, NUM_COVARIATES))?;
         let concat = values
-            .reshape((1, NUM_COVARIATES, 1, 1, 1))?
-            .broadcast_as((1, NUM_COVARIATES, d, h, w))?
+            .reshape((rows, NUM_COVARIATES, 1, 1, 1))?
+            .broadcast_as((rows, NUM_COVARIATES, d, h, w))?
             .contiguous()?;
+        let index = |rows: &[u32]| Tensor::from_slice(rows, rows.len(), &device);
+        let (source, cond_rows, uncond_rows) = (
+            index(&plan.source)?,
+            index(&plan.cond_row)?,
+            index(&plan.uncond_row)?,
+        );
+        let scale = Tensor::from_slice(&plan.scale, (plan.scale.len(), 1, 1, 1, 1), &device)?
+            .to_dtype(noise.dtype())?;
         let timesteps = scheduler.timesteps().to_vec();
         let mut latent = (noise * scheduler.init_noise_sigma())?;
         for (i, &t) in timesteps.iter().enumerate() {
             let model_input = scheduler.scale_model_input(&latent, t)?;
+            let model_input = if plan.guided {
+                model_input.index_select(&source, 0)?
+            } else {
+                model_input
+            };
             let model_input = if self.conditioning.uses_concatenation() {
                 Tensor::cat(&[&model_input, &concat], 1)?
             } else {
@@ -239,9 +400,22 @@ impl LatentDiffusionPipeline {
             };
             let t_tensor = Tensor::new(&[t as u32], &device)?;
             let context = self.conditioning.uses_context().then_some(&context);
-            let prediction = self.unet.forward(&model_input, &t_tensor, context, None)?;
+            let output = self.unet.forward(&model_input, &t_tensor, context, None)?;
+            // eps = eps_uncond + s · (eps_cond − eps_uncond), per sample.
+            let prediction = if plan.guided {
+                let cond = output.index_select(&cond_rows, 0)?;
+                let uncond = output.index_select(&uncond_rows, 0)?;
+                (&uncond + (cond - &uncond)?.broadcast_mul(&scale)?)?
+            } else {
+                output
+            };
             let step_noise = if scheduler.is_stochastic() {
-                Some(noise_source.randn_like(&latent)?)
+                let per_sample = noise_sources
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(k, g)| g.randn_like(&latent.narrow(0, k, 1)?))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Some(Tensor::cat(&per_sample, 0)?)
             } else {
                 None
             };
@@ -264,9 +438,10 @@ impl LatentDiffusionPipeline {
 
     /// Sample `index` of the run `seed`: its starting noise is stream `index` of `seed`, so the
     /// same `(seed, index)` gives the same image on the same device whatever else is sampled.
+    /// [`sample_batch`](Self::sample_batch) with one conditional request and guidance scale 1.
     ///
     /// # Errors
-    /// As [`denoise`](Self::denoise) and [`decode`](Self::decode).
+    /// As [`sample_batch`](Self::sample_batch).
     pub fn sample(
         &self,
         scheduler: &mut dyn Scheduler,
@@ -276,12 +451,86 @@ impl LatentDiffusionPipeline {
         device: &Device,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
-        let mut noise_source = NoiseGenerator::with_stream(seed, index);
-        let [c, d, h, w] = self.latent_shape;
-        let noise = noise_source.randn((1, c, d, h, w), DType::F32, device)?;
-        let latent = self.denoise(scheduler, conditioning, noise, &mut noise_source, progress)?;
-        self.decode(&latent)?
-            .to_dtype(DType::F32)
-            .map_err(Error::from)
+        let request = SampleRequest {
+            conditioning: Some(*conditioning),
+            seed,
+            index,
+        };
+        self.sample_batch(scheduler, 1.0, &[request], device, progress)
     }
+
+    /// Samples every request in one batched denoising loop; returns [n, 1, D, H, W] f32.
+    ///
+    /// `scheduler` must already have its steps and be fresh (multistep schedulers keep the
+    /// batch's history). Each request's starting noise is stream `index` of its `seed` and
+    /// the noise of its stochastic steps comes from the same stream, so a request gives the
+    /// same image whatever else is in the batch (up to the rounding of batched matrix
+    /// products). One UNet forward per step serves the whole batch.
+    ///
+    /// Classifier-free guidance: the model output is
+    /// `out_uncond + guidance_scale · (out_cond − out_uncond)` (whatever the prediction type),
+    /// the unconditional output being the model's at its [null
+    /// condition](Self::null_condition), computed in the same forward (the batch grows by
+    /// one row per conditional request) only when the scale is not 1 or 0. Scale 1 is plain
+    /// conditional sampling, scale 0 unconditional; a request without conditioning is
+    /// unconditional at any scale. Each image is decoded on its own (decoding is per sample
+    /// anyway, and a full-size batch would need gigabytes of activations).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for an empty batch, a non-finite scale, or guidance or an
+    /// unconditional request on a model without a null condition, all before any sampling;
+    /// [`Error::InvalidCovariate`] for non-finite conditioning; model and scheduler errors.
+    pub fn sample_batch(
+        &self,
+        scheduler: &mut dyn Scheduler,
+        guidance_scale: f64,
+        requests: &[SampleRequest],
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor> {
+        if requests.is_empty() {
+            return Err(Error::InvalidRequest("no samples requested".into()));
+        }
+        let conditionings = requests
+            .iter()
+            .map(|r| r.conditioning.map(Conditioning::validated).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        let plan = self.guidance_plan(guidance_scale, &conditionings)?;
+        let [c, d, h, w] = self.latent_shape;
+        let mut noise_sources: Vec<NoiseGenerator> = requests
+            .iter()
+            .map(|r| NoiseGenerator::with_stream(r.seed, r.index))
+            .collect();
+        let noise = noise_sources
+            .iter_mut()
+            .map(|g| g.randn((1, c, d, h, w), DType::F32, device))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let noise = Tensor::cat(&noise, 0)?;
+        let latent = self.denoise_planned(scheduler, &plan, noise, &mut noise_sources, progress)?;
+        let images = (0..requests.len())
+            .map(|k| {
+                self.decode(&latent.narrow(0, k, 1)?)?
+                    .to_dtype(DType::F32)
+                    .map_err(Error::from)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&images, 0)?)
+    }
+}
+
+/// How a batch of requests maps onto UNet rows under classifier-free guidance.
+#[derive(Debug)]
+struct GuidancePlan {
+    /// Per UNet row, the sample whose latent it takes (the identity unless `guided`).
+    source: Vec<u32>,
+    /// Per UNet row, its normalised conditioning (`rows × 4`).
+    conditioning: Vec<f32>,
+    /// Per sample, the row of its conditional output.
+    cond_row: Vec<u32>,
+    /// Per sample, the row of its unconditional output (its `cond_row` when it has one row).
+    uncond_row: Vec<u32>,
+    /// Per sample, the guidance scale (unused when it has one row).
+    scale: Vec<f32>,
+    /// Whether some sample has two rows to combine.
+    guided: bool,
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use brain_ldm::fidelity::{listed_name, read_listed};
 use brain_ldm_metrics::{
     diversity, evaluate, DiversityConfig, DiversityReport, EvalOptions, MsSsimConfig, PairedConfig,
     PairedReport, Progress, SsimConfig, VolumeSource,
@@ -172,28 +173,16 @@ impl VolumeSource for NiftiDir {
     }
 
     fn name(&self, index: usize) -> String {
-        self.files
-            .get(index)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("#{index}"))
+        listed_name(&self.files, index)
     }
 
     fn load(&self, index: usize) -> brain_ldm_metrics::Result<CowArray<'_, f32, Ix3>> {
-        let load_error =
-            |source: Box<dyn std::error::Error + Send + Sync>| brain_ldm_metrics::Error::Load {
-                index,
-                name: self.name(index),
-                source,
-            };
-        let path = self
-            .files
-            .get(index)
-            .ok_or_else(|| load_error("index out of range".into()))?;
-        let volume = brain_ldm_nifti::read(path).map_err(|e| load_error(Box::new(e)))?;
-        if !self.quiet {
-            self.warn_range(path, &volume.data);
+        let data = read_listed(&self.files, index)?;
+        match self.files.get(index) {
+            Some(path) if !self.quiet => self.warn_range(path, &data),
+            _ => {}
         }
-        Ok(CowArray::from(volume.data))
+        Ok(CowArray::from(data))
     }
 }
 

@@ -4,9 +4,11 @@
 
 pub mod convert;
 pub mod eval;
+pub mod fidelity;
 pub mod info;
 pub mod preprocess;
 pub mod sample;
+pub mod sampler_args;
 pub mod synth;
 pub mod train;
 pub mod volumes;
@@ -42,6 +44,8 @@ pub enum Command {
     Volumes(volumes::VolumesArgs),
     // `brain-ldm train`
     Train(train::TrainArgs),
+    // `brain-ldm fidelity`
+    Fidelity(fidelity::FidelityArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -55,5 +59,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Volumes(args) => volumes::run(args),
         Command::Train(args) => train::run(args),
+        Command::Fidelity(args) => fidelity::run(args),
     }
 }

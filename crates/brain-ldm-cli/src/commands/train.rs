@@ -18,7 +18,7 @@ pub struct TrainArgs {
     pub stage: Stage,
 }
 
-/// The two stages.
+/// The two stages, and drawing a run's losses.
 #[derive(Debug, Subcommand)]
 pub enum Stage {
     /// Stage 1: the KL autoencoder (L1 + KL + patch adversarial loss). Writes
@@ -27,6 +27,19 @@ pub enum Stage {
     /// Stage 2: the diffusion UNet on the autoencoder's latents, conditioned on sex, age,
     /// ventricular and brain volume. OUT becomes a model folder for `brain-ldm sample --model`.
     Diffusion(DiffusionArgs),
+    /// Draw RUN_DIR/log.jsonl as loss curves into RUN_DIR/loss.png (training redraws it at
+    /// every checkpoint; this draws it for older runs, or elsewhere with --out).
+    Plot(PlotArgs),
+}
+
+/// Arguments of `train plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The run folder (holds log.jsonl).
+    pub run_dir: PathBuf,
+    /// The PNG to write instead of RUN_DIR/loss.png.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Arguments of both stages.
@@ -81,6 +94,9 @@ fn show(bar: &ProgressBar, r: &StepReport) {
     msg.push_str(&format!("lr {:.2e} epoch {}", r.lr, r.epoch));
     bar.set_message(msg);
     bar.set_position(r.step);
+    if let Some(w) = &r.warning {
+        bar.suspend(|| eprintln!("warning: {w}"));
+    }
 }
 
 /// Runs `train`.
@@ -124,7 +140,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             t.run(None, &mut |r| show(&pb, r))?;
             pb.finish();
         }
+        Stage::Plot(p) => {
+            let png = p.out.unwrap_or_else(|| p.run_dir.join("loss.png"));
+            brain_ldm_train::plot_losses(&p.run_dir.join("log.jsonl"), &png)?;
+            println!("{}", png.display());
+            return Ok(());
+        }
     }
-    eprintln!("done: log in log.jsonl, checkpoints in checkpoints/");
+    eprintln!("done: log in log.jsonl, loss curves in loss.png, checkpoints in checkpoints/");
     Ok(())
 }

@@ -1,0 +1,671 @@
+//! The fidelity report: its numbers (`fidelity.json`), the docs-ready markdown
+//! (`fidelity.md`), one CSV row per generated brain (`measurements.csv`) and the figure
+//! grids (one PNG per sweep and the extrapolation).
+
+use super::stats::{line_fit, LineFit, Summary};
+use super::{DiversityConditioning, Experiment, FixedCovariates};
+use crate::covariates::{Conditioning, CovariateScaling, Covariates, Sex};
+use crate::error::{Error, Result};
+use crate::output::{write_atomically, write_grey_png, GreyImage};
+use brain_ldm_metrics::{DiversityReport, MsSsimConfig};
+use brain_ldm_synth::labels::Volumes;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One generated brain: what was asked for and what was measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measurement {
+    /// The experiment it belongs to.
+    pub experiment: Experiment,
+    /// Its grid row (the requested value's position; 0 for diversity samples).
+    pub row: usize,
+    /// Its grid column (the seed column; the sample's number for diversity samples).
+    pub column: usize,
+    /// The run seed.
+    pub seed: u64,
+    /// Its noise stream: `(seed, index)` determines the starting noise.
+    pub index: u64,
+    /// The normalised conditioning (`None`: unconditional).
+    pub conditioning: Option<Conditioning>,
+    /// The same in physical units.
+    pub covariates: Option<Covariates>,
+    /// The volumes measured on the generated image (`None` when the volumetry failed).
+    pub volumes: Option<Volumes>,
+    /// Why the volumetry failed.
+    pub error: Option<String>,
+}
+
+/// One requested value of a sweep and the volumes measured at it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepRow {
+    /// The varied covariate, normalised.
+    pub requested_normalised: f64,
+    /// The same in physical units (mm³ or years).
+    pub requested: f64,
+    /// Measured ventricular volume (mm³) over the seeds.
+    pub ventricular: Summary,
+    /// Measured brain volume (mm³) over the seeds.
+    pub brain: Summary,
+    /// Measured intracranial volume (mm³) over the seeds.
+    pub icv: Summary,
+}
+
+/// One sweep (or the extrapolation): the measured volumes per requested value and their
+/// fits on the requested value over the single samples.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepReport {
+    /// Which sweep.
+    pub experiment: Experiment,
+    /// The varied covariate in words.
+    pub covariate: String,
+    /// Its physical unit.
+    pub unit: String,
+    /// One row per requested value, in grid order.
+    pub rows: Vec<SweepRow>,
+    /// Measured ventricular volume on the requested value (per sample).
+    pub ventricular_fit: LineFit,
+    /// Measured brain volume on the requested value (per sample).
+    pub brain_fit: LineFit,
+    /// Mean measured ventricular volume at the last requested value over that at the first.
+    pub ventricular_last_over_first: Option<f64>,
+    /// Mean measured brain volume at the last requested value over that at the first.
+    pub brain_last_over_first: Option<f64>,
+    /// Samples the volumetry could not measure (left out of every number).
+    pub failures: usize,
+}
+
+impl SweepReport {
+    /// The report of `experiment`, whose rows asked for `(normalised, physical)` values of
+    /// covariate `index` (1 age, 2 ventricular, 3 brain volume).
+    pub(crate) fn new(
+        experiment: Experiment,
+        index: usize,
+        values: &[(f64, f64)],
+        measurements: &[Measurement],
+    ) -> SweepReport {
+        let ours: Vec<&Measurement> = measurements
+            .iter()
+            .filter(|m| m.experiment == experiment)
+            .collect();
+        let (mut x, mut vent, mut brain) = (Vec::new(), Vec::new(), Vec::new());
+        let rows: Vec<SweepRow> = values
+            .iter()
+            .enumerate()
+            .map(|(r, &(normalised, requested))| {
+                let measured: Vec<&Volumes> = ours
+                    .iter()
+                    .filter(|m| m.row == r)
+                    .filter_map(|m| m.volumes.as_ref())
+                    .collect();
+                let pick =
+                    |f: fn(&Volumes) -> f64| measured.iter().map(|v| f(v)).collect::<Vec<_>>();
+                let (v, b, i) = (
+                    pick(|v| v.ventricular_volume),
+                    pick(|v| v.brain_volume),
+                    pick(|v| v.icv),
+                );
+                x.extend(std::iter::repeat_n(requested, v.len()));
+                vent.extend(&v);
+                brain.extend(&b);
+                SweepRow {
+                    requested_normalised: normalised,
+                    requested,
+                    ventricular: Summary::of(&v),
+                    brain: Summary::of(&b),
+                    icv: Summary::of(&i),
+                }
+            })
+            .collect();
+        let ratio = |f: fn(&SweepRow) -> Option<f64>| {
+            let (first, last) = (rows.first().and_then(f)?, rows.last().and_then(f)?);
+            (first != 0.0).then(|| last / first)
+        };
+        let (covariate, unit) = match index {
+            1 => ("age", "years"),
+            2 => ("ventricular volume", "mm³"),
+            _ => ("brain volume", "mm³"),
+        };
+        SweepReport {
+            experiment,
+            covariate: covariate.into(),
+            unit: unit.into(),
+            ventricular_fit: line_fit(&x, &vent),
+            brain_fit: line_fit(&x, &brain),
+            ventricular_last_over_first: ratio(|r| r.ventricular.mean),
+            brain_last_over_first: ratio(|r| r.brain.mean),
+            failures: ours.iter().filter(|m| m.volumes.is_none()).count(),
+            rows,
+        }
+    }
+}
+
+/// Diversity of a real cohort.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CohortDiversity {
+    /// The cohort folder.
+    pub dir: String,
+    /// Images in it.
+    pub images: usize,
+    /// Mean MS-SSIM over its pairs.
+    pub report: DiversityReport,
+}
+
+/// Diversity of the generated samples, and of the cohort when one was given.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiversityResult {
+    /// The MS-SSIM settings used for both sets.
+    pub ms_ssim: MsSsimConfig,
+    /// What the generated samples were conditioned on.
+    pub conditioning: DiversityConditioning,
+    /// Mean MS-SSIM over pairs of generated samples.
+    pub generated: DiversityReport,
+    /// The same over pairs of the cohort's images.
+    pub cohort: Option<CohortDiversity>,
+}
+
+/// The settings a report was made with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingsReport {
+    /// Sampler name.
+    pub scheduler: String,
+    /// Denoising steps.
+    pub steps: usize,
+    /// DDIM's eta.
+    pub eta: f64,
+    /// Timestep spacing.
+    pub spacing: String,
+    /// Classifier-free guidance scale.
+    pub guidance_scale: f64,
+    /// Run seed.
+    pub seed: u64,
+    /// Samples per grid value.
+    pub seeds: usize,
+    /// Grid values per sweep.
+    pub points: usize,
+    /// Pairs per diversity set.
+    pub pairs: usize,
+    /// Generated samples of the diversity measure.
+    pub diversity_samples: usize,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Normalised ventricular volumes of the extrapolation, first and last.
+    pub extrapolation_range: (f64, f64),
+    /// The covariates held fixed in the sweeps.
+    pub fixed: FixedCovariates,
+    /// The model's covariate scaling (its training range).
+    pub covariate_scaling: CovariateScaling,
+    /// Generated image shape.
+    pub image_shape: [usize; 3],
+    /// Voxel size in mm.
+    pub voxel_size_mm: [f64; 3],
+    /// Samples generated in all.
+    pub samples: usize,
+}
+
+/// Wall-clock seconds of the parts of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Timing {
+    /// Denoising and decoding.
+    pub sampling: f64,
+    /// Volumetry of every sample (and preparing the figure cells).
+    pub volumetry: f64,
+    /// MS-SSIM of both sets.
+    pub diversity: f64,
+    /// The whole run.
+    pub total: f64,
+}
+
+/// Every number of a fidelity run (`fidelity.json`, with [`Provenance`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FidelityReport {
+    /// Version of this layout (1); fields are only added while it stays.
+    pub format_version: u32,
+    /// The settings.
+    pub settings: SettingsReport,
+    /// The ventricular-volume sweep (the paper's r = 0.972).
+    pub ventricular_volume: SweepReport,
+    /// The brain-volume sweep.
+    pub brain_volume: SweepReport,
+    /// The age sweep (the direction of age's effect on the volumes).
+    pub age: SweepReport,
+    /// Ventricular volume beyond the training range.
+    pub extrapolation: SweepReport,
+    /// Diversity of generated (and real) images.
+    pub diversity: DiversityResult,
+    /// Generated brains the volumetry could not measure.
+    pub measurement_failures: usize,
+    /// Timing.
+    pub seconds: Timing,
+}
+
+/// Where a report came from, written into its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    /// The model (its folder, or a name for a built-in one).
+    pub model: String,
+    /// The command line that made the report (empty when not run from one).
+    pub command: String,
+}
+
+/// A finished run: the report, every measurement and the figure grids.
+pub struct FidelityOutcome {
+    /// Every number.
+    pub report: FidelityReport,
+    /// One entry per generated brain, in generation order.
+    pub measurements: Vec<Measurement>,
+    /// One figure per grid experiment.
+    pub(crate) grids: Vec<(Experiment, GreyImage)>,
+}
+
+/// `fidelity.json`: the report with its provenance first.
+#[derive(Serialize)]
+struct JsonFile<'a> {
+    #[serde(flatten)]
+    provenance: &'a Provenance,
+    #[serde(flatten)]
+    report: &'a FidelityReport,
+}
+
+/// The figure file of a grid experiment.
+fn figure_name(experiment: Experiment) -> String {
+    format!("{}.png", experiment.name())
+}
+
+impl FidelityOutcome {
+    /// Writes `fidelity.md`, `fidelity.json`, `measurements.csv` and one PNG per grid
+    /// (`ventricular_volume.png`, `brain_volume.png`, `age.png`, `extrapolation.png`) into
+    /// `dir` (created if needed), each through a temporary file renamed into place; returns
+    /// the paths written.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Png`] naming the file.
+    pub fn write(&self, dir: impl AsRef<Path>, provenance: &Provenance) -> Result<Vec<PathBuf>> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut written = Vec::new();
+        for (experiment, image) in &self.grids {
+            let path = dir.join(figure_name(*experiment));
+            write_grey_png(&path, image)?;
+            written.push(path);
+        }
+        let json = serde_json::to_string_pretty(&JsonFile {
+            provenance,
+            report: &self.report,
+        })
+        .map_err(|e| Error::InvalidRequest(format!("cannot encode fidelity.json: {e}")))?;
+        for (name, text) in [
+            ("measurements.csv", self.csv()),
+            ("fidelity.json", json + "\n"),
+            ("fidelity.md", self.report.markdown(provenance)),
+        ] {
+            let path = dir.join(name);
+            write_atomically(&path, text.as_bytes())?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// `measurements.csv`: a header and one row per generated brain.
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "experiment,row,column,seed,index,sex,age_years,ventricular_volume_mm3,\
+             brain_volume_mm3,sex_normalised,age_normalised,ventricular_volume_normalised,\
+             brain_volume_normalised,measured_ventricular_volume_mm3,measured_brain_volume_mm3,\
+             measured_icv_mm3,error\n",
+        );
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        for m in &self.measurements {
+            let c = m.covariates.as_ref();
+            let sex = c.map_or("", |c| match c.sex {
+                Sex::Female => "F",
+                Sex::Male => "M",
+            });
+            let n = |i: usize| opt(m.conditioning.map(|c| f64::from(c.0[i])));
+            let v = m.volumes.as_ref();
+            let error = m.error.as_deref().map_or(String::new(), |e| {
+                format!("\"{}\"", e.replace('"', "\"\"").replace('\n', " "))
+            });
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{sex},{},{},{},{},{},{},{},{},{},{},{error}",
+                m.experiment.name(),
+                m.row,
+                m.column,
+                m.seed,
+                m.index,
+                opt(c.map(|c| c.age_years)),
+                opt(c.map(|c| c.ventricular_volume_mm3)),
+                opt(c.map(|c| c.brain_volume_mm3)),
+                n(0),
+                n(1),
+                n(2),
+                n(3),
+                opt(v.map(|v| v.ventricular_volume)),
+                opt(v.map(|v| v.brain_volume)),
+                opt(v.map(|v| v.icv)),
+            );
+        }
+        out
+    }
+}
+
+/// `value` with `digits` decimals, or `–` when missing.
+fn num(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
+}
+
+/// A volume in mm³ as an integer with thin-space thousands separators, `–` when missing.
+fn mm3(value: Option<f64>) -> String {
+    let Some(v) = value else {
+        return "–".to_string();
+    };
+    let digits = format!("{:.0}", v.abs());
+    let mut grouped = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push('\u{2009}');
+        }
+        grouped.push(ch);
+    }
+    if v.round() < 0.0 {
+        format!("-{grouped}")
+    } else {
+        grouped
+    }
+}
+
+/// `mean ± sd` of a summary, volumes in mm³.
+fn mean_sd(s: &Summary) -> String {
+    match (s.mean, s.sd) {
+        (Some(m), Some(sd)) => format!("{} ± {}", mm3(Some(m)), mm3(Some(sd))),
+        (m, _) => mm3(m),
+    }
+}
+
+impl FidelityReport {
+    /// `fidelity.md`: the command line, the settings and one markdown table per part,
+    /// ready to paste into docs.
+    pub fn markdown(&self, provenance: &Provenance) -> String {
+        let s = &self.settings;
+        let f = &s.fixed.covariates;
+        let mut md = String::from("# Conditioning fidelity\n\n");
+        let _ = writeln!(md, "Model: `{}`  ", provenance.model);
+        if !provenance.command.is_empty() {
+            let _ = writeln!(md, "Command: `{}`  ", provenance.command);
+        }
+        let _ = writeln!(
+            md,
+            "Sampling: {} {} steps (eta {}, {} spacing), guidance scale {}, seed {}; {} samples \
+             of {}×{}×{} voxels at {}×{}×{} mm, in {:.0} s (sampling {:.0} s, volumetry {:.0} s, \
+             MS-SSIM {:.0} s).\n",
+            s.scheduler,
+            s.steps,
+            s.eta,
+            s.spacing,
+            s.guidance_scale,
+            s.seed,
+            s.samples,
+            s.image_shape[0],
+            s.image_shape[1],
+            s.image_shape[2],
+            s.voxel_size_mm[0],
+            s.voxel_size_mm[1],
+            s.voxel_size_mm[2],
+            self.seconds.total,
+            self.seconds.sampling,
+            self.seconds.volumetry,
+            self.seconds.diversity,
+        );
+        let _ = writeln!(
+            md,
+            "Each sweep asks for {} values over the training range × {} seeds (column c of every \
+             figure starts from noise stream c). Held fixed ({}): sex {}, age {:.1} \
+             years, ventricular volume {} mm³, brain volume {} mm³. Volumes are measured on the \
+             generated images (clamped to [0, 1]) by brain-ldm's label-free volumetry; r and \
+             slope are over single samples.{}\n",
+            s.points,
+            s.seeds,
+            s.fixed.source,
+            match f.sex {
+                Sex::Female => "F",
+                Sex::Male => "M",
+            },
+            f.age_years,
+            mm3(Some(f.ventricular_volume_mm3)),
+            mm3(Some(f.brain_volume_mm3)),
+            if self.measurement_failures > 0 {
+                format!(
+                    " {} generated brains could not be measured and are left out (see \
+                     measurements.csv).",
+                    self.measurement_failures
+                )
+            } else {
+                String::new()
+            },
+        );
+
+        md.push_str("## Summary\n\n| measure | value | paper |\n|---|---|---|\n");
+        let v = &self.ventricular_volume;
+        let b = &self.brain_volume;
+        let a = &self.age;
+        let _ = writeln!(
+            md,
+            "| ventricular volume: r (measured vs requested) | {} | 0.972 (SynthSeg, 1000 samples) |",
+            num(v.ventricular_fit.pearson_r, 3)
+        );
+        let _ = writeln!(
+            md,
+            "| ventricular volume: slope (mm³ per requested mm³) | {} | – |",
+            num(v.ventricular_fit.slope, 3)
+        );
+        let _ = writeln!(
+            md,
+            "| brain volume: r (measured vs requested) | {} | – |",
+            num(b.brain_fit.pearson_r, 3)
+        );
+        let _ = writeln!(
+            md,
+            "| brain volume: slope (mm³ per requested mm³) | {} | – |",
+            num(b.brain_fit.slope, 3)
+        );
+        let _ = writeln!(
+            md,
+            "| age: ventricular volume per year (r) | {} mm³ ({}) | larger with age |",
+            num(a.ventricular_fit.slope, 0),
+            num(a.ventricular_fit.pearson_r, 3)
+        );
+        let _ = writeln!(
+            md,
+            "| age: brain volume per year (r) | {} mm³ ({}) | smaller with age |",
+            num(a.brain_fit.slope, 0),
+            num(a.brain_fit.pearson_r, 3)
+        );
+        let d = &self.diversity;
+        let _ = writeln!(
+            md,
+            "| diversity: MS-SSIM of generated pairs | {} | 0.6555 (LDM, 1000 pairs) |",
+            num(Some(d.generated.mean_ms_ssim), 4)
+        );
+        if let Some(c) = &d.cohort {
+            let _ = writeln!(
+                md,
+                "| diversity: MS-SSIM of cohort pairs | {} | 0.6536 (UK Biobank) |",
+                num(Some(c.report.mean_ms_ssim), 4)
+            );
+        }
+        md.push('\n');
+
+        for (sweep, title, note) in [
+            (v, "Ventricular volume", "Paper: Figure 2; r = 0.972."),
+            (b, "Brain volume", "Paper: Figure 3."),
+            (
+                a,
+                "Age",
+                "Ventricles should grow and brain volume shrink with age.",
+            ),
+            (
+                &self.extrapolation,
+                "Extrapolation of ventricular volume",
+                "Paper: Figure 4 (−0.5: no ventricles; 1.5 and 1.9: very large ones).",
+            ),
+        ] {
+            sweep_markdown(&mut md, sweep, title, note);
+        }
+
+        md.push_str("## Diversity\n\n");
+        let ms = &d.ms_ssim;
+        let _ = writeln!(
+            md,
+            "Mean 3D MS-SSIM over random distinct pairs (lower is more diverse; mode collapse \
+             shows as a value near 1). Settings for both sets: {} window of {} (σ {}), {} \
+             scales with weights {:?}, data range {}, k1 {}, k2 {}.\n",
+            match ms.kernel_type {
+                brain_ldm_metrics::KernelType::Gaussian => "Gaussian",
+                brain_ldm_metrics::KernelType::Uniform => "uniform",
+            },
+            ms.kernel_size,
+            ms.kernel_sigma,
+            ms.weights.len(),
+            ms.weights
+                .iter()
+                .map(|w| (w * 1e4).round() / 1e4)
+                .collect::<Vec<_>>(),
+            ms.data_range,
+            ms.k1,
+            ms.k2,
+        );
+        md.push_str("| set | images | pairs | MS-SSIM (mean ± sd) |\n|---|---|---|---|\n");
+        let _ = writeln!(
+            md,
+            "| generated ({}) | {} | {} | {:.4} ± {:.4} |",
+            d.conditioning,
+            d.generated.samples,
+            d.generated.pairs.len(),
+            d.generated.mean_ms_ssim,
+            d.generated.std_ms_ssim
+        );
+        if let Some(c) = &d.cohort {
+            let _ = writeln!(
+                md,
+                "| cohort `{}` | {} | {} | {:.4} ± {:.4} |",
+                c.dir,
+                c.images,
+                c.report.pairs.len(),
+                c.report.mean_ms_ssim,
+                c.report.std_ms_ssim
+            );
+        }
+        md.push_str(
+            "| paper: LDM / DDIM / real UK Biobank (1000 pairs) | | | 0.6555 / 0.6704 / 0.6536 |\n",
+        );
+        md
+    }
+}
+
+/// One sweep's section: the table per requested value, the fits and the figure.
+fn sweep_markdown(md: &mut String, sweep: &SweepReport, title: &str, note: &str) {
+    let _ = writeln!(md, "## {title}\n");
+    let unit = &sweep.unit;
+    let requested = |r: &SweepRow| {
+        if unit == "years" {
+            format!("{:.1}", r.requested)
+        } else {
+            mm3(Some(r.requested))
+        }
+    };
+    let _ = writeln!(
+        md,
+        "| requested {} (normalised) | requested ({unit}) | measured ventricular volume (mm³) | measured brain volume (mm³) | n |\n|---|---|---|---|---|",
+        sweep.covariate
+    );
+    for r in &sweep.rows {
+        let _ = writeln!(
+            md,
+            "| {:.3} | {} | {} | {} | {} |",
+            r.requested_normalised,
+            requested(r),
+            mean_sd(&r.ventricular),
+            mean_sd(&r.brain),
+            r.ventricular.n
+        );
+    }
+    let per = if unit == "years" {
+        "mm³ per year".to_string()
+    } else {
+        "mm³ per mm³".to_string()
+    };
+    let _ = writeln!(
+        md,
+        "\nOver {} samples: measured ventricular volume r = {}, slope {} {per} (last/first row \
+         mean {}); measured brain volume r = {}, slope {} {per} (last/first {}). {note}\n",
+        sweep.ventricular_fit.n,
+        num(sweep.ventricular_fit.pearson_r, 3),
+        num(sweep.ventricular_fit.slope, 3),
+        num(sweep.ventricular_last_over_first, 2),
+        num(sweep.brain_fit.pearson_r, 3),
+        num(sweep.brain_fit.slope, 3),
+        num(sweep.brain_last_over_first, 2),
+    );
+    let _ = writeln!(
+        md,
+        "![{title}: rows are requested values (top: first), columns seeds]({})\n",
+        figure_name(sweep.experiment)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measurement(row: usize, vent: Option<f64>) -> Measurement {
+        Measurement {
+            experiment: Experiment::VentricularVolume,
+            row,
+            column: 0,
+            seed: 0,
+            index: 0,
+            conditioning: None,
+            covariates: None,
+            volumes: vent.map(|v| Volumes {
+                ventricular_volume: v,
+                brain_volume: 1e6,
+                icv: 1.5e6,
+            }),
+            error: vent.is_none().then(|| "blank".to_string()),
+        }
+    }
+
+    #[test]
+    fn sweep_fits_measured_on_requested_physical_values() {
+        // Requested 10 000, 30 000, 50 000 mm³; measured = half of it + 1000, one failure.
+        let ms = vec![
+            measurement(0, Some(6_000.0)),
+            measurement(1, Some(16_000.0)),
+            measurement(2, Some(26_000.0)),
+            measurement(2, None),
+        ];
+        let values = [(0.0, 10_000.0), (0.5, 30_000.0), (1.0, 50_000.0)];
+        let s = SweepReport::new(Experiment::VentricularVolume, 2, &values, &ms);
+        assert_eq!(s.rows[1].requested, 30_000.0);
+        assert_eq!(s.ventricular_fit.n, 3);
+        assert!((s.ventricular_fit.slope.unwrap() - 0.5).abs() < 1e-12);
+        assert!((s.ventricular_fit.intercept.unwrap() - 1000.0).abs() < 1e-6);
+        assert!((s.ventricular_fit.pearson_r.unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(s.brain_fit.pearson_r, None);
+        assert_eq!(s.failures, 1);
+        assert!((s.ventricular_last_over_first.unwrap() - 26.0 / 6.0).abs() < 1e-12);
+        assert_eq!(s.rows[2].ventricular.n, 1);
+    }
+
+    #[test]
+    fn volumes_are_grouped_by_thousands() {
+        assert_eq!(mm3(Some(1_234_567.4)), "1\u{2009}234\u{2009}567");
+        assert_eq!(mm3(Some(-512.0)), "-512");
+        assert_eq!(mm3(Some(999.0)), "999");
+        assert_eq!(mm3(None), "–");
+    }
+}
