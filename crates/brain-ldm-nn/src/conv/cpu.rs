@@ -76,47 +76,56 @@ pub(crate) fn conv3d_weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) 
     let tiles = ovol.div_ceil(TILE);
     let in_stride = g.c_in * g.input_volume();
     let out_stride = g.c_out * ovol;
-    let zero = || (vec![0f32; g.c_out * rows], vec![0f32; rows * TILE]);
-    let (grad_w, _) = (0..g.batch * tiles)
+    let jobs = g.batch * tiles;
+    // Fixed contiguous job ranges, summed in order: the result does not depend on how
+    // rayon happens to split the work (a `fold`/`reduce` would make it vary run to run).
+    let chunks = jobs.min(rayon::current_num_threads().max(8));
+    let partials: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
-        .fold(zero, |(mut acc, mut col), job| {
-            let (b, t) = (job / tiles, job % tiles);
-            let n0 = t * TILE;
-            let nt = TILE.min(ovol - n0);
-            let xb = &x[b * in_stride..(b + 1) * in_stride];
-            let gb = &grad_out[b * out_stride..(b + 1) * out_stride];
-            im2col_tile(xb, g, 0..g.c_in, n0, nt, &mut col, nt);
-            // acc[c_out × rows] += G[c_out × nt] · colᵀ[nt × rows]
-            // SAFETY: all pointers and strides address in-bounds elements of the slices above.
-            unsafe {
-                gemm(
-                    g.c_out,
-                    rows,
-                    nt,
-                    acc.as_mut_ptr(),
-                    1,
-                    rows as isize,
-                    true,
-                    gb.as_ptr().add(n0),
-                    1,
-                    ovol as isize,
-                    col.as_ptr(),
-                    nt as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
+        .map(|chunk| {
+            let mut acc = vec![0f32; g.c_out * rows];
+            let mut col = vec![0f32; rows * TILE];
+            for job in chunk * jobs / chunks..(chunk + 1) * jobs / chunks {
+                let (b, t) = (job / tiles, job % tiles);
+                let n0 = t * TILE;
+                let nt = TILE.min(ovol - n0);
+                let xb = &x[b * in_stride..(b + 1) * in_stride];
+                let gb = &grad_out[b * out_stride..(b + 1) * out_stride];
+                im2col_tile(xb, g, 0..g.c_in, n0, nt, &mut col, nt);
+                // acc[c_out × rows] += G[c_out × nt] · colᵀ[nt × rows]
+                // SAFETY: all pointers and strides address in-bounds elements of the slices above.
+                unsafe {
+                    gemm(
+                        g.c_out,
+                        rows,
+                        nt,
+                        acc.as_mut_ptr(),
+                        1,
+                        rows as isize,
+                        true,
+                        gb.as_ptr().add(n0),
+                        1,
+                        ovol as isize,
+                        col.as_ptr(),
+                        nt as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
             }
-            (acc, col)
+            acc
         })
-        .reduce(zero, |(mut a, col), (b, _)| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            (a, col)
-        });
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut grad_w = parts.next().unwrap_or_else(|| vec![0f32; g.c_out * rows]);
+    for part in parts {
+        grad_w.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
     grad_w
 }
 
@@ -319,6 +328,61 @@ mod tests {
                 super::super::direct_x86::conv3d_stride1(&x, &w, &g, &mut direct);
                 assert!(close(&direct, &by_gather), "{xs:?}: x86 microkernel");
             }
+        }
+    }
+
+    /// The weight gradient matches its definition with padding beyond the kernel's reach
+    /// (tiles whose source rows lie wholly in the padding) and is the same bits however
+    /// rayon splits the work.
+    #[test]
+    fn weight_gradient_is_exact_and_deterministic() {
+        // Output rows of 27 voxels: the second 512-voxel tile starts at a row's last voxel, whose
+        // last taps read past the input row.
+        let (xs, ws) = ([2, 3, 5, 6, 23], [4, 3, 3, 3, 3]);
+        let g = ConvGeometry::new(&xs, &ws, &Conv3dConfig::new(3, 1)).unwrap();
+        let x = random(xs.iter().product(), 3);
+        let gy = random(g.batch * g.c_out * g.output_volume(), 4);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let first = pool.install(|| conv3d_weight_grad(&x, &gy, &g));
+        for _ in 0..8 {
+            assert_eq!(pool.install(|| conv3d_weight_grad(&x, &gy, &g)), first);
+        }
+        let [_, _, d, h, w] = xs;
+        let [od, oh, ow] = g.output;
+        let at = |b: usize, c: usize, z: isize, y: isize, v: isize| -> f64 {
+            let inside = (0..d as isize).contains(&z)
+                && (0..h as isize).contains(&y)
+                && (0..w as isize).contains(&v);
+            if inside {
+                f64::from(x[(((b * 3 + c) * d + z as usize) * h + y as usize) * w + v as usize])
+            } else {
+                0.0
+            }
+        };
+        for (i, &got) in first.iter().enumerate() {
+            let (co, ci, k) = (i / 81, i / 27 % 3, i % 27);
+            let (kd, kh, kw) = ((k / 9) as isize, (k / 3 % 3) as isize, (k % 3) as isize);
+            let mut want = 0f64;
+            for b in 0..2 {
+                for (o, &dy) in gy[(b * 4 + co) * od * oh * ow..][..od * oh * ow]
+                    .iter()
+                    .enumerate()
+                {
+                    let (z, y, v) = (
+                        (o / (oh * ow)) as isize,
+                        (o / ow % oh) as isize,
+                        (o % ow) as isize,
+                    );
+                    want += f64::from(dy) * at(b, ci, z + kd - 3, y + kh - 3, v + kw - 3);
+                }
+            }
+            assert!(
+                (f64::from(got) - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{i}: {got} vs {want}"
+            );
         }
     }
 }

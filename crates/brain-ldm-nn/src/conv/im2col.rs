@@ -68,7 +68,9 @@ fn copy_shifted(dst: &mut [f32], src: &[f32], first: isize) {
     let lo = (-first).clamp(0, len);
     let hi = (src.len() as isize - first).clamp(lo, len);
     dst[..lo as usize].fill(0.0);
-    dst[lo as usize..hi as usize]
-        .copy_from_slice(&src[(first + lo) as usize..(first + hi) as usize]);
+    if hi > lo {
+        dst[lo as usize..hi as usize]
+            .copy_from_slice(&src[(first + lo) as usize..(first + hi) as usize]);
+    }
     dst[hi as usize..].fill(0.0);
 }
