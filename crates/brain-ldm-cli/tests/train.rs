@@ -1,5 +1,5 @@
-//! `brain-ldm train autoencoder` then `train diffusion` on a tiny cohort, `--resume`, and
-//! `brain-ldm sample --model` on the result.
+//! `brain-ldm train autoencoder` then `train diffusion` on a tiny cohort, `--resume` (stage 2
+//! reading its latent cache), and `brain-ldm sample --model` on the result.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -122,6 +122,25 @@ fn train_both_stages_resume_and_sample() {
         "--out",
         &p("ldm"),
     ]));
+    // Resumed with more steps, stage 2 reads its latents from the run's cache.
+    assert!(dir.path().join("ldm/latents.safetensors").is_file());
+    std::fs::write(p("ldm.toml"), LDM.replace("steps = 2", "steps = 3")).unwrap();
+    let out = run(&[
+        "train",
+        "diffusion",
+        "--data",
+        &p("data"),
+        "--autoencoder",
+        &p("ae"),
+        "--config",
+        &p("ldm.toml"),
+        "--out",
+        &p("ldm"),
+        "--resume",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("latents read from"), "{stderr}");
     ok(run(&[
         "sample",
         "--model",

@@ -2,7 +2,6 @@
 //! loss and its discriminator.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use brain_ldm_autoencoder::{AutoencoderKL, PatchDiscriminator, PatchDiscriminatorConfig};
 use brain_ldm_schedulers::NoiseGenerator;
@@ -10,13 +9,15 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::json;
 
-use crate::config::AutoencoderTrainConfig;
+use crate::config::{AutoencoderTrainConfig, CommonConfig};
 use crate::data::{batch_items, load_image, mix, Dataset, Prefetcher, Subject};
 use crate::error::{Result, TrainError};
 use crate::losses::{kl_loss, l1_loss, PatchAdversarialLoss, PerceptualLoss};
 use crate::optim::{AdamW, Ema, Gradients, Parameters};
-use crate::plot::plot_run;
-use crate::run::{load_tensors, save_tensors, seeded_init, write_atomically, RunDir, StepReport};
+use crate::run::{
+    load_tensors, save_tensors, seeded_init, train_until, write_atomically, RunDir, Stage,
+    StepLosses, StepReport,
+};
 
 /// The discriminator with its variables and optimiser.
 struct Critic {
@@ -269,7 +270,9 @@ impl AutoencoderTrainer {
     /// Trains until the configured number of steps (or `stop_after` steps in total, to split a
     /// run), checkpointing every `checkpoint_every` steps and at the end, each checkpoint
     /// followed by `loss.png` redrawn from `log.jsonl` (a failure to draw it is the step's
-    /// [`StepReport::warning`], not an error); `on_step` is called after every step.
+    /// [`StepReport::warning`], not an error); `on_step` is called after every step. Each
+    /// step is one [`train_step`](Self::train_step) on the next `grad_accumulation`
+    /// micro-batches of the seeded shuffle.
     ///
     /// # Errors
     /// Image, model and I/O errors; [`TrainError::NonFiniteLoss`] when training diverges.
@@ -279,8 +282,7 @@ impl AutoencoderTrainer {
         on_step: &mut dyn FnMut(&StepReport),
     ) -> Result<()> {
         let c = self.config.common.clone();
-        let total = c.steps;
-        let end = stop_after.map_or(total, |s| s.min(total));
+        let end = stop_after.map_or(c.steps, |s| s.min(c.steps));
         if self.step >= end {
             return Ok(());
         }
@@ -296,131 +298,169 @@ impl AutoencoderTrainer {
             })
             .collect();
         let mut loader = Prefetcher::start(batches, c.prefetch);
-        let adv = PatchAdversarialLoss::default();
-        let started = Instant::now();
-        while self.step < end {
-            let step = self.step;
-            let lr = self.config.optimizer.lr_at(step, total);
-            self.opt.set_learning_rate(lr);
-            let adversarial = self.critic.is_some() && step >= self.config.adversarial_start_step;
-            let mut g_acc: Option<Gradients> = None;
-            let mut d_acc: Option<Gradients> = None;
-            let mut sums = [0f64; 5];
-            let mut epoch = 0;
-            for micro in 0..accum {
-                epoch = batch_items(n, c.batch_size, c.seed, step * accum + micro).0;
-                let x = loader.next_batch()?.to_device(&self.device)?;
-                let eps = NoiseGenerator::new(mix(c.seed, step, micro)).randn(
-                    self.latent_shape(&x)?,
-                    DType::F32,
-                    &self.device,
-                )?;
-                let (recon, mu, sigma) = self.model.forward(&x, &eps)?;
-                let l1 = l1_loss(&recon, &x)?;
-                let kl = kl_loss(&mu, &sigma)?;
-                let mut loss = (&l1 + (&kl * self.config.kl_weight)?)?;
-                if let (Some(p), true) = (&self.perceptual, self.config.perceptual_weight > 0.0) {
-                    loss = (loss + (p.loss(&recon, &x)? * self.config.perceptual_weight)?)?;
-                }
-                let mut g_adv = 0.0;
-                if let (true, Some(critic)) = (adversarial, &self.critic) {
-                    let logits = last(critic.model.forward_t(&recon, true)?)?;
-                    let g = adv.generator(&logits)?;
-                    g_adv = g.to_scalar::<f32>()? as f64;
-                    loss = (loss + (g * self.config.adversarial_weight)?)?;
-                }
-                let value = loss.to_scalar::<f32>()? as f64;
-                if !value.is_finite() {
-                    return Err(TrainError::NonFiniteLoss {
-                        step: step + 1,
-                        value,
-                    });
-                }
-                let grads = self.params.gradients(&loss.backward()?);
-                add(&mut g_acc, grads)?;
-                let mut d_value = 0.0;
-                if let (true, Some(critic)) = (adversarial, &self.critic) {
-                    let fake = last(critic.model.forward_t(&recon.detach(), true)?)?;
-                    let real = last(critic.model.forward_t(&x, true)?)?;
-                    let d = adv.discriminator(&fake, &real)?;
-                    d_value = d.to_scalar::<f32>()? as f64;
-                    add(
-                        &mut d_acc,
-                        critic.opt.parameters().gradients(&d.backward()?),
-                    )?;
-                }
-                for (s, v) in sums.iter_mut().zip([
-                    value,
-                    l1.to_scalar::<f32>()? as f64,
-                    kl.to_scalar::<f32>()? as f64,
-                    g_adv,
-                    d_value,
-                ]) {
-                    *s += v / accum as f64;
-                }
-            }
-            if let Some(mut g) = g_acc {
-                g.scale(1.0 / accum as f64)?;
-                if self.config.optimizer.grad_clip_norm > 0.0 {
-                    g.clip_global_norm(self.config.optimizer.grad_clip_norm)?;
-                }
-                self.opt.step(&g)?;
-            }
-            if let (Some(mut g), Some(critic)) = (d_acc, &mut self.critic) {
-                g.scale(1.0 / accum as f64)?;
-                let d_opt = &self.config.discriminator.optimizer;
-                critic.opt.set_learning_rate(d_opt.lr_at(step, total));
-                if d_opt.grad_clip_norm > 0.0 {
-                    g.clip_global_norm(d_opt.grad_clip_norm)?;
-                }
-                critic.opt.step(&g)?;
-            }
-            if let Some(ema) = &mut self.ema {
-                ema.update(&self.params)?;
-            }
-            self.step += 1;
-            let validation = if c.validate_every > 0 && self.step % c.validate_every == 0 {
-                self.validation_loss()?
-            } else {
-                None
-            };
-            let mut losses = vec![("loss", sums[0]), ("l1", sums[1]), ("kl", sums[2])];
-            if adversarial {
-                losses.extend([
-                    ("generator_adversarial", sums[3]),
-                    ("discriminator", sums[4]),
-                ]);
-            }
-            let mut report = StepReport {
-                step: self.step,
-                total,
-                epoch,
-                lr,
-                losses,
-                validation,
-                elapsed: started.elapsed().as_secs_f64(),
-                warning: None,
-            };
-            self.run.log(&report.to_json())?;
-            if (c.checkpoint_every > 0 && self.step % c.checkpoint_every == 0) || self.step == end {
-                self.save()?;
-                report.warning = plot_run(&self.run.out);
-            }
-            on_step(&report);
-        }
-        Ok(())
+        train_until(self, end, on_step, |trainer| {
+            let micro_batches = (0..accum)
+                .map(|_| loader.next_batch())
+                .collect::<Result<Vec<_>>>()?;
+            trainer.train_step(&micro_batches)
+        })
     }
 
+    /// One optimiser step on `micro_batches` (each `[b, in_channels, d, h, w]`, every spatial
+    /// axis a multiple of the downsampling factor; [`run`](Self::run) passes
+    /// `grad_accumulation` of them): per micro-batch the forward pass with seeded latent
+    /// noise, L1 + `kl_weight`·KL (+ perceptual) (+ `adversarial_weight`·generator
+    /// adversarial loss once `adversarial_start_step` is reached) and its backward pass, then
+    /// the discriminator's loss on the detached reconstruction and the real image and its
+    /// backward pass; then the averaged gradients are clipped (`grad_clip_norm`) and AdamW
+    /// steps the autoencoder and the discriminator at the scheduled learning rates, the EMA
+    /// is updated and [`step`](Self::step) advances by one. Nothing is written to disk.
+    ///
+    /// # Errors
+    /// [`TrainError::Shape`] for no micro-batch or one of another shape; model errors;
+    /// [`TrainError::NonFiniteLoss`] when the loss is NaN or infinite (then no optimiser
+    /// steps and [`step`](Self::step) stays).
+    pub fn train_step(&mut self, micro_batches: &[Tensor]) -> Result<StepLosses> {
+        if micro_batches.is_empty() {
+            return Err(TrainError::Shape {
+                what: "micro-batches",
+                expected: "at least one".into(),
+                got: vec![],
+            });
+        }
+        let step = self.step;
+        let total = self.config.common.steps;
+        let seed = self.config.common.seed;
+        let accum = micro_batches.len() as u64;
+        let lr = self.config.optimizer.lr_at(step, total);
+        self.opt.set_learning_rate(lr);
+        let adversarial = self.critic.is_some() && step >= self.config.adversarial_start_step;
+        let adv = PatchAdversarialLoss::default();
+        let mut g_acc: Option<Gradients> = None;
+        let mut d_acc: Option<Gradients> = None;
+        let mut sums = [0f64; 5];
+        for (micro, x) in (0..).zip(micro_batches) {
+            let eps = NoiseGenerator::new(mix(seed, step, micro)).randn(
+                self.latent_shape(x)?,
+                DType::F32,
+                &self.device,
+            )?;
+            let x = x.to_device(&self.device)?;
+            let (recon, mu, sigma) = self.model.forward(&x, &eps)?;
+            let l1 = l1_loss(&recon, &x)?;
+            let kl = kl_loss(&mu, &sigma)?;
+            let mut loss = (&l1 + (&kl * self.config.kl_weight)?)?;
+            if let (Some(p), true) = (&self.perceptual, self.config.perceptual_weight > 0.0) {
+                loss = (loss + (p.loss(&recon, &x)? * self.config.perceptual_weight)?)?;
+            }
+            let mut g_adv = 0.0;
+            if let (true, Some(critic)) = (adversarial, &self.critic) {
+                let logits = last(critic.model.forward_t(&recon, true)?)?;
+                let g = adv.generator(&logits)?;
+                g_adv = g.to_scalar::<f32>()? as f64;
+                loss = (loss + (g * self.config.adversarial_weight)?)?;
+            }
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: step + 1,
+                    value,
+                });
+            }
+            let grads = self.params.gradients(&loss.backward()?);
+            add(&mut g_acc, grads)?;
+            let mut d_value = 0.0;
+            if let (true, Some(critic)) = (adversarial, &self.critic) {
+                let fake = last(critic.model.forward_t(&recon.detach(), true)?)?;
+                let real = last(critic.model.forward_t(&x, true)?)?;
+                let d = adv.discriminator(&fake, &real)?;
+                d_value = d.to_scalar::<f32>()? as f64;
+                add(
+                    &mut d_acc,
+                    critic.opt.parameters().gradients(&d.backward()?),
+                )?;
+            }
+            for (s, v) in sums.iter_mut().zip([
+                value,
+                l1.to_scalar::<f32>()? as f64,
+                kl.to_scalar::<f32>()? as f64,
+                g_adv,
+                d_value,
+            ]) {
+                *s += v / accum as f64;
+            }
+        }
+        if let Some(mut g) = g_acc {
+            g.scale(1.0 / accum as f64)?;
+            if self.config.optimizer.grad_clip_norm > 0.0 {
+                g.clip_global_norm(self.config.optimizer.grad_clip_norm)?;
+            }
+            self.opt.step(&g)?;
+        }
+        if let (Some(mut g), Some(critic)) = (d_acc, &mut self.critic) {
+            g.scale(1.0 / accum as f64)?;
+            let d_opt = &self.config.discriminator.optimizer;
+            critic.opt.set_learning_rate(d_opt.lr_at(step, total));
+            if d_opt.grad_clip_norm > 0.0 {
+                g.clip_global_norm(d_opt.grad_clip_norm)?;
+            }
+            critic.opt.step(&g)?;
+        }
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.params)?;
+        }
+        self.step += 1;
+        let mut losses = vec![("loss", sums[0]), ("l1", sums[1]), ("kl", sums[2])];
+        if adversarial {
+            losses.extend([
+                ("generator_adversarial", sums[3]),
+                ("discriminator", sums[4]),
+            ]);
+        }
+        Ok(StepLosses { lr, losses })
+    }
+
+    /// The latent noise's shape for micro-batch `x`, which must be `[b, in_channels, d, h, w]`
+    /// with every spatial axis a multiple of the downsampling factor.
     fn latent_shape(&self, x: &Tensor) -> Result<Vec<usize>> {
-        let f = self.config.model.downsampling_factor();
-        let d = x.dims();
-        Ok(vec![
-            d[0],
-            self.config.model.latent_channels,
-            d[2] / f,
-            d[3] / f,
-            d[4] / f,
-        ])
+        let m = &self.config.model;
+        let f = m.downsampling_factor();
+        match *x.dims() {
+            [b, c, d, h, w]
+                if b > 0 && c == m.in_channels && [d, h, w].iter().all(|s| s % f == 0) =>
+            {
+                Ok(vec![b, m.latent_channels, d / f, h / f, w / f])
+            }
+            _ => Err(TrainError::Shape {
+                what: "autoencoder micro-batch",
+                expected: format!(
+                    "[b, {}, d, h, w] with d, h, w multiples of {f}",
+                    m.in_channels
+                ),
+                got: x.dims().to_vec(),
+            }),
+        }
+    }
+}
+
+impl Stage for AutoencoderTrainer {
+    fn common(&self) -> &CommonConfig {
+        &self.config.common
+    }
+    fn steps_done(&self) -> u64 {
+        self.step
+    }
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+    fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+    fn validate(&self) -> Result<Option<f64>> {
+        self.validation_loss()
+    }
+    fn checkpoint(&self) -> Result<()> {
+        self.save()
     }
 }
 

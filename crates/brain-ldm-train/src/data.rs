@@ -291,11 +291,23 @@ impl Dataset {
     }
 
     /// Splits the subjects into training and validation sets: a `fraction` of them (rounded,
-    /// at least one when `fraction > 0`), chosen by a permutation seeded with `seed`.
+    /// at least one when `fraction > 0`), chosen by a permutation seeded with `seed`; both in
+    /// the table's order.
     ///
     /// # Errors
     /// [`TrainError::Dataset`] when no training subject would remain.
     pub fn split(&self, fraction: f64, seed: u64) -> Result<(Vec<Subject>, Vec<Subject>)> {
+        let (train, val) = self.split_indices(fraction, seed)?;
+        let pick = |idx: Vec<usize>| idx.into_iter().map(|i| self.subjects[i].clone()).collect();
+        Ok((pick(train), pick(val)))
+    }
+
+    /// The split of [`Dataset::split`] as ascending indices into [`Dataset::subjects`]:
+    /// `(training, validation)`.
+    ///
+    /// # Errors
+    /// [`TrainError::Dataset`] when no training subject would remain.
+    pub fn split_indices(&self, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
         let n = self.subjects.len();
         let n_val = if fraction > 0.0 {
             ((n as f64 * fraction).round() as usize).max(1)
@@ -312,14 +324,11 @@ impl Dataset {
         }
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_5A17));
-        let mut val: Vec<usize> = order[..n_val].to_vec();
-        val.sort_unstable();
-        let train = (0..n)
-            .filter(|i| !val.contains(i))
-            .map(|i| self.subjects[i].clone())
-            .collect();
-        let val = val.into_iter().map(|i| self.subjects[i].clone()).collect();
-        Ok((train, val))
+        let mut held_out = vec![false; n];
+        for &i in &order[..n_val] {
+            held_out[i] = true;
+        }
+        Ok((0..n).partition(|&i| !held_out[i]))
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use brain_ldm::{ConditioningMode, ModelFolderConfig, MODEL_FOLDER_FORMAT, NUM_COVARIATES};
 use brain_ldm_autoencoder::{AutoencoderKL, AutoencoderKLConfig};
@@ -16,15 +15,16 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::config::DiffusionTrainConfig;
-use crate::data::{
-    batch_items, conditioning, covariate_scaling, load_image, mix, Dataset, Subject,
-};
+use crate::config::{CommonConfig, DiffusionTrainConfig};
+use crate::data::{batch_items, conditioning, covariate_scaling, mix, Dataset, Subject};
 use crate::error::{io, Result, TrainError};
+use crate::latents;
 use crate::losses::diffusion_loss;
 use crate::optim::{AdamW, Ema, Gradients, Parameters};
-use crate::plot::plot_run;
-use crate::run::{load_tensors, save_tensors, seeded_init, write_atomically, RunDir, StepReport};
+use crate::run::{
+    load_tensors, save_tensors, seeded_init, train_until, write_atomically, RunDir, Stage,
+    StepLosses, StepReport,
+};
 
 /// One subject's cached latent distribution and normalised covariates.
 struct Item {
@@ -52,14 +52,17 @@ pub struct DiffusionTrainer {
     mode: ConditioningMode,
     folder: ModelFolderConfig,
     step: u64,
+    latents_cached: bool,
 }
 
 impl DiffusionTrainer {
     /// Opens the dataset (covariates required), loads the autoencoder from
     /// `autoencoder_dir` (`autoencoder.json` + `autoencoder.safetensors`, as stage 1 writes
-    /// them), encodes the training set once (mean and sigma kept: a new latent is drawn every
-    /// step), computes the covariate scaling and latent scale factor, and builds (or, with
-    /// `resume`, restores) the UNet and its optimiser.
+    /// them), checks `out` (a fresh run must not be there; `resume` needs one of the same
+    /// configuration), encodes every subject once (mean and sigma kept: a new latent is drawn
+    /// every step) or reads them from the run's latent cache, computes the covariate scaling
+    /// and latent scale factor, and builds (or, with `resume`, restores) the UNet and its
+    /// optimiser. [`new_with_progress`](Self::new_with_progress) reports the encoding.
     ///
     /// # Errors
     /// Dataset, configuration, shape and resume errors ([`TrainError`]).
@@ -71,16 +74,47 @@ impl DiffusionTrainer {
         resume: bool,
         device: &Device,
     ) -> Result<Self> {
+        Self::new_with_progress(
+            config,
+            data,
+            autoencoder_dir,
+            out,
+            resume,
+            device,
+            &mut |_, _| {},
+        )
+    }
+
+    /// [`new`](Self::new), calling `on_encoded(done, total)` after each subject the
+    /// autoencoder encodes (`total`: training and validation subjects) — never when the
+    /// latents come from the cache.
+    ///
+    /// The latent cache is `out/latents.safetensors`: every subject's μ and σ with a SHA-256
+    /// fingerprint of the autoencoder's weights file and configuration, the images' paths,
+    /// sizes and modification times, and the device. It is written (temporary file +
+    /// rename) after encoding and read instead of encoding — the same bits — by a later
+    /// construction on the same folder (`resume`, or a fresh run where only the cache is
+    /// left) whose fingerprint matches; a stale or unreadable cache is encoded again and
+    /// replaced. Delete the file to force encoding.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn new_with_progress(
+        config: DiffusionTrainConfig,
+        data: &Path,
+        autoencoder_dir: &Path,
+        out: &Path,
+        resume: bool,
+        device: &Device,
+        on_encoded: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         config.validate()?;
         let ddim = config.ddim()?;
         let cfg_path = autoencoder_dir.join("autoencoder.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
         let ae_config = AutoencoderKLConfig::from_json(&text)?;
-        let ae = AutoencoderKL::load(
-            autoencoder_dir.join("autoencoder.safetensors"),
-            &ae_config,
-            device,
-        )?;
+        let ae_weights = autoencoder_dir.join("autoencoder.safetensors");
+        let ae = AutoencoderKL::load(&ae_weights, &ae_config, device)?;
         let unet_cfg = &config.model;
         let c = ae_config.latent_channels;
         let mode = match ConditioningMode::of_unet(unet_cfg, c) {
@@ -126,33 +160,23 @@ impl DiffusionTrainer {
                 got: dataset.image_shape.to_vec(),
             });
         }
-        let (train_s, val_s) =
-            dataset.split(config.common.validation_fraction, config.common.seed)?;
-        if train_s.len() < config.common.batch_size {
+        let (train_idx, val_idx) =
+            dataset.split_indices(config.common.validation_fraction, config.common.seed)?;
+        if train_idx.len() < config.common.batch_size {
             return Err(TrainError::InvalidConfig {
                 key: "batch_size".into(),
                 reason: format!(
                     "{} exceeds the {} training subjects",
                     config.common.batch_size,
-                    train_s.len()
+                    train_idx.len()
                 ),
             });
         }
+        let train_s: Vec<Subject> = train_idx
+            .iter()
+            .map(|&i| dataset.subjects[i].clone())
+            .collect();
         let scaling = covariate_scaling(&train_s, &dataset.root)?;
-        let encode = |subjects: &[Subject]| -> Result<Vec<Item>> {
-            let conds = conditioning(&subjects.iter().collect::<Vec<_>>(), &scaling)?;
-            subjects
-                .iter()
-                .zip(conds)
-                .map(|(s, cond)| {
-                    let x = load_image(&s.image, device)?;
-                    let (mu, sigma) = ae.encode(&x)?;
-                    Ok(Item { mu, sigma, cond })
-                })
-                .collect()
-        };
-        let train = encode(&train_s)?;
-        let val = encode(&val_s)?;
         let [d, h, w] = dataset.image_shape;
         let latent_shape = [c, d / f, h / f, w / f];
 
@@ -160,6 +184,32 @@ impl DiffusionTrainer {
             key: "<config>".into(),
             reason: e.to_string(),
         })?;
+        // A wrong `out` is refused before the encoding, which can take minutes.
+        RunDir::check(out, &cfg_json, resume)?;
+        let fingerprint = latents::fingerprint(&ae_weights, &ae_config, &dataset.subjects, device)?;
+        let latents = latents::load_or_encode(
+            &ae,
+            fingerprint,
+            &dataset.subjects,
+            latent_shape,
+            out,
+            device,
+            on_encoded,
+        )?;
+        let items = |idx: &[usize]| -> Result<Vec<Item>> {
+            let subjects: Vec<&Subject> = idx.iter().map(|&i| &dataset.subjects[i]).collect();
+            let conds = conditioning(&subjects, &scaling)?;
+            Ok(idx
+                .iter()
+                .zip(conds)
+                .map(|(&i, cond)| {
+                    let (mu, sigma) = latents.posteriors[i].clone();
+                    Item { mu, sigma, cond }
+                })
+                .collect())
+        };
+        let train = items(&train_idx)?;
+        let val = items(&val_idx)?;
         let (run, checkpoint) = RunDir::open(out, &cfg_json, resume)?;
         let scale_factor = if config.scale_factor > 0.0 {
             config.scale_factor
@@ -208,6 +258,7 @@ impl DiffusionTrainer {
             mode,
             folder,
             step: 0,
+            latents_cached: latents.cached,
         };
         if let Some(dir) = checkpoint {
             trainer.restore(&dir)?;
@@ -218,6 +269,12 @@ impl DiffusionTrainer {
     /// Optimiser steps done so far.
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// Whether the latents were read from the run folder's cache ([`crate::LATENT_CACHE`])
+    /// rather than encoded by this construction.
+    pub fn latents_cached(&self) -> bool {
+        self.latents_cached
     }
 
     /// The latent scale factor in use.
@@ -298,10 +355,12 @@ impl DiffusionTrainer {
             self.config.common.keep_checkpoints,
         )?;
         let out = &self.run.out;
+        // The autoencoder the latents came from (it may have been retrained since the run
+        // began: a resume then re-encodes, and the folder must pair the UNet with it).
         let ae_out = out.join("autoencoder.safetensors");
-        if !ae_out.is_file() {
-            let src = self.autoencoder_dir.join("autoencoder.safetensors");
-            let bytes = std::fs::read(&src).map_err(io(&src))?;
+        let src = self.autoencoder_dir.join("autoencoder.safetensors");
+        let bytes = std::fs::read(&src).map_err(io(&src))?;
+        if std::fs::read(&ae_out).ok().as_deref() != Some(bytes.as_slice()) {
             write_atomically(&ae_out, &bytes)?;
         }
         save_tensors(&out.join("unet.safetensors"), self.weights()?)?;
@@ -390,7 +449,8 @@ impl DiffusionTrainer {
     /// Trains until the configured number of steps (or `stop_after` steps in total),
     /// checkpointing every `checkpoint_every` steps and at the end, each checkpoint followed by
     /// `loss.png` redrawn from `log.jsonl` (a failure to draw it is the step's
-    /// [`StepReport::warning`], not an error); `on_step` is called after every step.
+    /// [`StepReport::warning`], not an error); `on_step` is called after every step. Each
+    /// step is one [`train_step`](Self::train_step).
     ///
     /// # Errors
     /// Model and I/O errors; [`TrainError::NonFiniteLoss`].
@@ -399,76 +459,89 @@ impl DiffusionTrainer {
         stop_after: Option<u64>,
         on_step: &mut dyn FnMut(&StepReport),
     ) -> Result<()> {
-        let c = self.config.common.clone();
-        let total = c.steps;
-        let end = stop_after.map_or(total, |s| s.min(total));
+        let steps = self.config.common.steps;
+        let end = stop_after.map_or(steps, |s| s.min(steps));
+        train_until(self, end, on_step, Self::train_step)
+    }
+
+    /// One optimiser step: for each of the `grad_accumulation` micro-batches of the seeded
+    /// shuffle of the cached training latents, a latent drawn from each item's distribution
+    /// (scaled), a timestep, noise and conditioning dropout drawn from `(seed, step,
+    /// micro-batch)`, the UNet's forward pass on the noised latent with the covariates
+    /// (concatenated and/or as cross-attention context) and the MSE loss's backward pass;
+    /// then the averaged gradients are clipped (`grad_clip_norm`), AdamW steps at the
+    /// scheduled learning rate, the EMA is updated and [`step`](Self::step) advances by one.
+    /// Nothing is written to disk.
+    ///
+    /// # Errors
+    /// Model errors; [`TrainError::NonFiniteLoss`] when the loss is NaN or infinite (then the
+    /// optimiser does not step and [`step`](Self::step) stays).
+    pub fn train_step(&mut self) -> Result<StepLosses> {
+        let c = &self.config.common;
+        let step = self.step;
         let accum = c.grad_accumulation as u64;
-        let n = self.train.len();
-        let started = Instant::now();
-        while self.step < end {
-            let step = self.step;
-            let lr = self.config.optimizer.lr_at(step, total);
-            self.opt.set_learning_rate(lr);
-            let mut acc: Option<Gradients> = None;
-            let mut sum = 0.0;
-            let mut epoch = 0;
-            for micro in 0..accum {
-                let (e, idx) = batch_items(n, c.batch_size, c.seed, step * accum + micro);
-                epoch = e;
-                let items: Vec<&Item> = idx.iter().map(|&i| &self.train[i]).collect();
-                let loss = self.batch_loss(
-                    &items,
-                    mix(c.seed, step, micro + 0x100),
-                    self.config.condition_dropout,
-                )?;
-                let value = loss.to_scalar::<f32>()? as f64;
-                if !value.is_finite() {
-                    return Err(TrainError::NonFiniteLoss {
-                        step: step + 1,
-                        value,
-                    });
-                }
-                sum += value / accum as f64;
-                let g = self.params.gradients(&loss.backward()?);
-                match &mut acc {
-                    Some(a) => a.accumulate(g)?,
-                    None => acc = Some(g),
-                }
+        let lr = self.config.optimizer.lr_at(step, c.steps);
+        self.opt.set_learning_rate(lr);
+        let mut acc: Option<Gradients> = None;
+        let mut sum = 0.0;
+        for micro in 0..accum {
+            let idx = batch_items(self.train.len(), c.batch_size, c.seed, step * accum + micro).1;
+            let items: Vec<&Item> = idx.iter().map(|&i| &self.train[i]).collect();
+            let loss = self.batch_loss(
+                &items,
+                mix(c.seed, step, micro + 0x100),
+                self.config.condition_dropout,
+            )?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: step + 1,
+                    value,
+                });
             }
-            if let Some(mut g) = acc {
-                g.scale(1.0 / accum as f64)?;
-                if self.config.optimizer.grad_clip_norm > 0.0 {
-                    g.clip_global_norm(self.config.optimizer.grad_clip_norm)?;
-                }
-                self.opt.step(&g)?;
+            sum += value / accum as f64;
+            let g = self.params.gradients(&loss.backward()?);
+            match &mut acc {
+                Some(a) => a.accumulate(g)?,
+                None => acc = Some(g),
             }
-            if let Some(ema) = &mut self.ema {
-                ema.update(&self.params)?;
-            }
-            self.step += 1;
-            let validation = if c.validate_every > 0 && self.step % c.validate_every == 0 {
-                self.validation_loss()?
-            } else {
-                None
-            };
-            let mut report = StepReport {
-                step: self.step,
-                total,
-                epoch,
-                lr,
-                losses: vec![("loss", sum)],
-                validation,
-                elapsed: started.elapsed().as_secs_f64(),
-                warning: None,
-            };
-            self.run.log(&report.to_json())?;
-            if (c.checkpoint_every > 0 && self.step % c.checkpoint_every == 0) || self.step == end {
-                self.save()?;
-                report.warning = plot_run(&self.run.out);
-            }
-            on_step(&report);
         }
-        Ok(())
+        if let Some(mut g) = acc {
+            g.scale(1.0 / accum as f64)?;
+            if self.config.optimizer.grad_clip_norm > 0.0 {
+                g.clip_global_norm(self.config.optimizer.grad_clip_norm)?;
+            }
+            self.opt.step(&g)?;
+        }
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.params)?;
+        }
+        self.step += 1;
+        Ok(StepLosses {
+            lr,
+            losses: vec![("loss", sum)],
+        })
+    }
+}
+
+impl Stage for DiffusionTrainer {
+    fn common(&self) -> &CommonConfig {
+        &self.config.common
+    }
+    fn steps_done(&self) -> u64 {
+        self.step
+    }
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+    fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+    fn validate(&self) -> Result<Option<f64>> {
+        self.validation_loss()
+    }
+    fn checkpoint(&self) -> Result<()> {
+        self.save()
     }
 }
 

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{Layout, Result, Storage, Tensor, Var};
 use candle_nn::VarMap;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// A model's trainable tensors in a fixed order (sorted by name), so that optimiser state,
@@ -120,11 +121,14 @@ impl Gradients {
         Ok(())
     }
 
-    /// Multiplies every gradient by `factor`.
+    /// Multiplies every gradient by `factor` (nothing to do for 1).
     ///
     /// # Errors
     /// A candle error from the tensor operations.
     pub fn scale(&mut self, factor: f64) -> Result<()> {
+        if factor == 1.0 {
+            return Ok(());
+        }
         for g in self.0.iter_mut().flatten() {
             *g = (&*g * factor)?;
         }
@@ -266,17 +270,20 @@ impl AdamW {
             let var = &self.params.vars[i];
             self.steps[i] += 1;
             let t = self.steps[i] as i32;
-            let bc1 = 1.0 - b1.powi(t);
-            let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+            let k = AdamWCoefficients {
+                b1,
+                b2,
+                decay: 1.0 - lr * self.config.weight_decay,
+                eps: self.config.eps,
+                inv_bc2_sqrt: 1.0 / (1.0 - b2.powi(t)).sqrt(),
+                lr_bc1: lr / (1.0 - b1.powi(t)),
+            };
             let g = g.to_dtype(var.dtype())?;
-            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
-            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let mut w = var.as_tensor().detach();
-            if self.config.weight_decay != 0.0 {
-                w = (w * (1.0 - lr * self.config.weight_decay))?;
-            }
-            let denom = ((v.sqrt()? / bc2_sqrt)? + self.config.eps)?;
-            let w = (w - ((&m / denom)? * (lr / bc1))?)?;
+            let w = var.as_tensor();
+            let (w, m, v) = match fused_update(w, &g, &self.m[i], &self.v[i], &k)? {
+                Some(updated) => updated,
+                None => composed_update(w, &g, &self.m[i], &self.v[i], &k)?,
+            };
             var.set(&w)?;
             self.m[i] = m;
             self.v[i] = v;
@@ -327,6 +334,103 @@ impl AdamW {
         }
         Ok(())
     }
+}
+
+/// The scalars of one AdamW update of a parameter at its step `t`.
+struct AdamWCoefficients {
+    b1: f64,
+    b2: f64,
+    /// `1 − lr·λ` (1 without weight decay).
+    decay: f64,
+    eps: f64,
+    /// `1 / sqrt(1 − β₂ᵗ)`.
+    inv_bc2_sqrt: f64,
+    /// `lr / (1 − β₁ᵗ)`.
+    lr_bc1: f64,
+}
+
+/// The update as tensor operations (any device and dtype): new `(w, m, v)`.
+fn composed_update(
+    w: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    k: &AdamWCoefficients,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let m = ((m * k.b1)? + (g * (1.0 - k.b1))?)?;
+    let v = ((v * k.b2)? + (g.sqr()? * (1.0 - k.b2))?)?;
+    let mut w = w.detach();
+    if k.decay != 1.0 {
+        w = (w * k.decay)?;
+    }
+    let denom = ((v.sqrt()? * k.inv_bc2_sqrt)? + k.eps)?;
+    let w = (w - ((&m / denom)? * k.lr_bc1)?)?;
+    Ok((w, m, v))
+}
+
+/// The same update in one pass over contiguous f32 CPU tensors, with the same f32
+/// operations in the same order as [`composed_update`] (candle's scalar multiply and add are
+/// `x·a + b` in the tensor's dtype), so both give the same bits; `None` for other tensors.
+fn fused_update(
+    w: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    k: &AdamWCoefficients,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let (ws, wl) = w.storage_and_layout();
+    let (gs, gl) = g.storage_and_layout();
+    let (ms, ml) = m.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (Some(w0), Some(g), Some(m0), Some(v0)) = (
+        f32_slice(&ws, wl),
+        f32_slice(&gs, gl),
+        f32_slice(&ms, ml),
+        f32_slice(&vs, vl),
+    ) else {
+        return Ok(None);
+    };
+    if g.len() != w0.len() || m0.len() != w0.len() || v0.len() != w0.len() {
+        candle_core::bail!(
+            "AdamW: gradient of {} values for a parameter of {}",
+            g.len(),
+            w0.len()
+        );
+    }
+    let f = |x: f64| x as f32;
+    let (b1, c1, b2, c2) = (f(k.b1), f(1.0 - k.b1), f(k.b2), f(1.0 - k.b2));
+    let (decay, inv_bc2, eps, lr_bc1) = (f(k.decay), f(k.inv_bc2_sqrt), f(k.eps), f(k.lr_bc1));
+    let n = w0.len();
+    let (mut w1, mut m1, mut v1) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    const CHUNK: usize = 1 << 14;
+    w1.par_chunks_mut(CHUNK)
+        .zip(m1.par_chunks_mut(CHUNK))
+        .zip(v1.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(c, ((wo, mo), vo))| {
+            let at = c * CHUNK;
+            for j in 0..wo.len() {
+                let (gi, i) = (g[at + j], at + j);
+                let mi = (m0[i] * b1 + 0.0) + (gi * c1 + 0.0);
+                let vi = (v0[i] * b2 + 0.0) + ((gi * gi) * c2 + 0.0);
+                let wi = if k.decay != 1.0 {
+                    w0[i] * decay + 0.0
+                } else {
+                    w0[i]
+                };
+                let denom = (vi.sqrt() * inv_bc2 + 0.0) * 1.0 + eps;
+                wo[j] = wi - ((mi / denom) * lr_bc1 + 0.0);
+                mo[j] = mi;
+                vo[j] = vi;
+            }
+        });
+    let shape = w.shape();
+    let dev = w.device();
+    Ok(Some((
+        Tensor::from_vec(w1, shape, dev)?,
+        Tensor::from_vec(m1, shape, dev)?,
+        Tensor::from_vec(v1, shape, dev)?,
+    )))
 }
 
 /// How the learning rate evolves after warm-up.
@@ -437,5 +541,74 @@ impl Ema {
             *slot = t.to_dtype(var.dtype())?.to_device(var.device())?;
         }
         Ok(())
+    }
+}
+
+/// The values of a contiguous f32 CPU tensor's storage; `None` for any other.
+fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+    let Storage::Cpu(cpu) = storage else {
+        return None;
+    };
+    let (start, end) = layout.contiguous_offsets()?;
+    Some(&cpu.as_slice::<f32>().ok()?[start..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// The one-pass CPU update gives the bits of the tensor-operation update (which other
+    /// devices use), with and without weight decay, on a length that is not a multiple of
+    /// the chunk size.
+    #[test]
+    fn fused_update_equals_composed_update() {
+        let dev = Device::Cpu;
+        let n = (1 << 14) * 2 + 37;
+        let r = |seed: u64| {
+            Tensor::rand(-1f32, 1f32, n, &dev).and_then(|t| t.affine(1.0 + seed as f64, 0.0))
+        };
+        let (w, g, m) = (r(0).unwrap(), r(1).unwrap(), r(2).unwrap());
+        let v = r(3).unwrap().sqr().unwrap();
+        for (t, decay) in [(1, 1.0), (7, 1.0 - 3e-4 * 1e-2)] {
+            let k = AdamWCoefficients {
+                b1: 0.9,
+                b2: 0.999,
+                decay,
+                eps: 1e-8,
+                inv_bc2_sqrt: 1.0 / (1.0 - 0.999f64.powi(t)).sqrt(),
+                lr_bc1: 3e-4 / (1.0 - 0.9f64.powi(t)),
+            };
+            let fused = fused_update(&w, &g, &m, &v, &k).unwrap().unwrap();
+            let composed = composed_update(&w, &g, &m, &v, &k).unwrap();
+            for (a, b) in [
+                (fused.0, composed.0),
+                (fused.1, composed.1),
+                (fused.2, composed.2),
+            ] {
+                let bits = |t: Tensor| -> Vec<u32> {
+                    t.to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect()
+                };
+                assert_eq!(bits(a), bits(b));
+            }
+        }
+        let f64_param = w.to_dtype(DType::F64).unwrap();
+        let k = AdamWCoefficients {
+            b1: 0.9,
+            b2: 0.999,
+            decay: 1.0,
+            eps: 1e-8,
+            inv_bc2_sqrt: 1.0,
+            lr_bc1: 1.0,
+        };
+        assert!(
+            fused_update(&f64_param, &f64_param, &f64_param, &f64_param, &k)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use brain_ldm_nn::checkpoint::Checkpoint;
 use candle_core::{Device, Tensor};
@@ -12,8 +13,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
+use crate::config::CommonConfig;
+use crate::data::batch_items;
 use crate::error::{io, Result, TrainError};
 use crate::optim::Parameters;
+use crate::plot::plot_run;
 
 /// What a training loop reports after every optimiser step (and validation).
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +58,75 @@ impl StepReport {
     }
 }
 
+/// What one optimiser step returns (`train_step` of either trainer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLosses {
+    /// Learning rate used.
+    pub lr: f64,
+    /// Named losses of the step (averaged over micro-batches), as in [`StepReport::losses`].
+    pub losses: Vec<(&'static str, f64)>,
+}
+
+/// What the training loop shared by both stages ([`train_until`]) needs of a trainer.
+pub(crate) trait Stage {
+    /// The shared settings.
+    fn common(&self) -> &CommonConfig;
+    /// Optimiser steps done so far.
+    fn steps_done(&self) -> u64;
+    /// Training items (for the epoch of a step).
+    fn train_len(&self) -> usize;
+    /// The run folder (log, loss plot).
+    fn run_dir(&self) -> &RunDir;
+    /// The validation loss (`None` without validation items).
+    fn validate(&self) -> Result<Option<f64>>;
+    /// Writes a checkpoint and the model files.
+    fn checkpoint(&self) -> Result<()>;
+}
+
+/// Calls `train_step` until `end` steps are done; after each step: the validation loss every
+/// `validate_every` steps, the `log.jsonl` line, a checkpoint every `checkpoint_every` steps
+/// and at `end` (followed by `loss.png`; a failure to draw it is the report's warning), then
+/// `on_step`.
+pub(crate) fn train_until<T: Stage>(
+    trainer: &mut T,
+    end: u64,
+    on_step: &mut dyn FnMut(&StepReport),
+    mut train_step: impl FnMut(&mut T) -> Result<StepLosses>,
+) -> Result<()> {
+    let c = trainer.common().clone();
+    let accum = c.grad_accumulation as u64;
+    let started = Instant::now();
+    while trainer.steps_done() < end {
+        // The epoch of the step's last micro-batch.
+        let last_micro = trainer.steps_done() * accum + accum - 1;
+        let epoch = batch_items(trainer.train_len(), c.batch_size, c.seed, last_micro).0;
+        let StepLosses { lr, losses } = train_step(trainer)?;
+        let step = trainer.steps_done();
+        let validation = if c.validate_every > 0 && step % c.validate_every == 0 {
+            trainer.validate()?
+        } else {
+            None
+        };
+        let mut report = StepReport {
+            step,
+            total: c.steps,
+            epoch,
+            lr,
+            losses,
+            validation,
+            elapsed: started.elapsed().as_secs_f64(),
+            warning: None,
+        };
+        trainer.run_dir().log(&report.to_json())?;
+        if (c.checkpoint_every > 0 && step % c.checkpoint_every == 0) || step == end {
+            trainer.checkpoint()?;
+            report.warning = plot_run(&trainer.run_dir().out);
+        }
+        on_step(&report);
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -87,58 +160,60 @@ pub(crate) struct RunDir {
 }
 
 impl RunDir {
-    /// Prepares `out` for a fresh run (must not hold one) or, with `resume`, checks that it
-    /// holds a run of the same configuration (only `steps` may grow) and returns its newest
-    /// checkpoint directory.
+    /// Prepares `out` for a fresh run (must not hold one; the lines of an abandoned run's
+    /// `log.jsonl` are dropped) or, with `resume`, checks that it holds a run of the same
+    /// configuration (only `steps` may grow) and returns its newest checkpoint directory;
+    /// writes `train_config.json` (with the new `steps`).
     pub fn open(out: &Path, config: &Value, resume: bool) -> Result<(Self, Option<PathBuf>)> {
+        let checkpoint = Self::check(out, config, resume)?;
         let run = Self {
             out: out.to_path_buf(),
         };
+        if checkpoint.is_none() {
+            std::fs::create_dir_all(out.join("checkpoints")).map_err(io(out))?;
+            run.truncate_log(0)?;
+        }
+        let text = serde_json::to_string_pretty(config).unwrap_or_default();
+        write_atomically(&out.join("train_config.json"), text.as_bytes())?;
+        Ok((run, checkpoint))
+    }
+
+    /// The checks of [`RunDir::open`] without writing anything, so that a trainer can refuse
+    /// a wrong `out` before expensive preparation: the newest checkpoint directory with
+    /// `resume`, `None` for a fresh run.
+    pub fn check(out: &Path, config: &Value, resume: bool) -> Result<Option<PathBuf>> {
         let config_path = out.join("train_config.json");
-        if resume {
-            let resume_err = |reason: String| TrainError::Resume {
-                path: out.to_path_buf(),
-                reason,
-            };
-            let text = std::fs::read_to_string(&config_path)
-                .map_err(|e| resume_err(format!("{}: {e}", config_path.display())))?;
-            let mut stored: Value =
-                serde_json::from_str(&text).map_err(|e| resume_err(e.to_string()))?;
-            let steps_changed = stored.get("steps") != config.get("steps");
-            if let (Some(s), Some(c)) = (stored.get_mut("steps"), config.get("steps")) {
-                *s = c.clone();
-            }
-            if let Some(key) = differing_key(&stored, config, "") {
-                return Err(resume_err(format!(
-                    "the configuration differs from the run's at `{key}`"
-                )));
-            }
-            let latest = std::fs::read_to_string(out.join("latest"))
-                .map_err(|e| resume_err(format!("no checkpoint to resume from ({e})")))?;
-            let dir = out.join("checkpoints").join(latest.trim());
-            if !dir.join("state.json").is_file() {
-                return Err(resume_err(format!("{} is incomplete", dir.display())));
-            }
-            if steps_changed {
-                write_atomically(
-                    &config_path,
-                    serde_json::to_string_pretty(config)
-                        .unwrap_or_default()
-                        .as_bytes(),
-                )?;
-            }
-            Ok((run, Some(dir)))
-        } else {
+        if !resume {
             if config_path.exists() || out.join("latest").exists() {
                 return Err(TrainError::OutputExists {
                     path: out.to_path_buf(),
                 });
             }
-            std::fs::create_dir_all(out.join("checkpoints")).map_err(io(out))?;
-            let text = serde_json::to_string_pretty(config).unwrap_or_default();
-            write_atomically(&config_path, text.as_bytes())?;
-            Ok((run, None))
+            return Ok(None);
         }
+        let resume_err = |reason: String| TrainError::Resume {
+            path: out.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| resume_err(format!("{}: {e}", config_path.display())))?;
+        let mut stored: Value =
+            serde_json::from_str(&text).map_err(|e| resume_err(e.to_string()))?;
+        if let (Some(s), Some(c)) = (stored.get_mut("steps"), config.get("steps")) {
+            *s = c.clone();
+        }
+        if let Some(key) = differing_key(&stored, config, "") {
+            return Err(resume_err(format!(
+                "the configuration differs from the run's at `{key}`"
+            )));
+        }
+        let latest = std::fs::read_to_string(out.join("latest"))
+            .map_err(|e| resume_err(format!("no checkpoint to resume from ({e})")))?;
+        let dir = out.join("checkpoints").join(latest.trim());
+        if !dir.join("state.json").is_file() {
+            return Err(resume_err(format!("{} is incomplete", dir.display())));
+        }
+        Ok(Some(dir))
     }
 
     /// Writes a checkpoint: every file into a temporary directory renamed to

@@ -1,9 +1,11 @@
-//! Stage 1 on a tiny synthetic cohort: it learns, checkpoints, and resumes exactly.
+//! Stage 1 on a tiny synthetic cohort: it learns, checkpoints, and resumes exactly; one
+//! `train_step` is one step of `run`.
 
 mod common;
 
-use brain_ldm_train::{AutoencoderTrainConfig, AutoencoderTrainer};
-use candle_core::Device;
+use brain_ldm_train::data::{batch_items, load_image};
+use brain_ldm_train::{AutoencoderTrainConfig, AutoencoderTrainer, TrainError};
+use candle_core::{DType, Device, Tensor};
 
 fn config(extra: &str) -> AutoencoderTrainConfig {
     let text = format!("{extra}\n{}", common::TINY_AE);
@@ -91,4 +93,60 @@ fn split_run_with_resume_equals_straight_run() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("kl_weight"), "{err}");
+}
+
+#[test]
+fn train_step_is_one_step_of_run_and_rejects_bad_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_cohort(&data, 3, [16, 16, 16]);
+    // Accumulation, adversarial terms from the first step, clipping and EMA take part.
+    let cfg = config(
+        "seed = 7\nsteps = 2\ngrad_accumulation = 2\nema_decay = 0.5\nadversarial_weight = 0.1\ncheckpoint_every = 0\n[optimizer]\nlr = 1e-3\ngrad_clip_norm = 0.5\n[discriminator]\nchannels = 4\nnum_layers_d = 2\n",
+    );
+    let cpu = Device::Cpu;
+    let mut a =
+        AutoencoderTrainer::new(cfg.clone(), &data, &dir.path().join("run"), false, &cpu).unwrap();
+    let mut reports = Vec::new();
+    a.run(None, &mut |r| reports.push(r.clone())).unwrap();
+
+    let out = dir.path().join("steps");
+    let mut b = AutoencoderTrainer::new(cfg, &data, &out, false, &cpu).unwrap();
+    let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &cpu).unwrap();
+    for bad in [
+        vec![],
+        vec![zeros(&[1, 16, 16, 16])],
+        vec![zeros(&[1, 1, 15, 16, 16])],
+        vec![zeros(&[1, 2, 16, 16, 16])],
+    ] {
+        let err = b.train_step(&bad).unwrap_err();
+        assert!(matches!(err, TrainError::Shape { .. }), "{err}");
+    }
+    assert_eq!(b.step(), 0);
+    // The micro-batches run() draws: the seeded shuffle of the 3 subjects, batch 1.
+    let image = |i: usize| {
+        let path = data.join(format!("sub-{i:06}/anat/sub-{i:06}_T1w.nii.gz"));
+        load_image(&path, &cpu).unwrap()
+    };
+    for (step, report) in (0u64..).zip(&reports) {
+        let micro: Vec<Tensor> = (0..2)
+            .map(|m| image(batch_items(3, 1, 7, step * 2 + m).1[0]))
+            .collect();
+        let got = b.train_step(&micro).unwrap();
+        assert_eq!((got.lr, &got.losses), (report.lr, &report.losses));
+        let names: Vec<&str> = got.losses.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            ["loss", "l1", "kl", "generator_adversarial", "discriminator"]
+        );
+    }
+    assert_eq!(b.step(), 2);
+    let (wa, wb) = (a.weights().unwrap(), b.weights().unwrap());
+    assert_eq!(wa.len(), wb.len());
+    for (k, ta) in &wa {
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(values(ta), values(&wb[k]), "{k}");
+    }
+    // train_step writes nothing.
+    assert!(!out.join("autoencoder.safetensors").exists() && !out.join("log.jsonl").exists());
 }

@@ -70,12 +70,13 @@ pub struct DiffusionArgs {
     pub autoencoder: PathBuf,
 }
 
-fn bar(total: u64, done: u64) -> ProgressBar {
+/// A bar over `total` `unit`s (steps, subjects), `done` of them already done.
+fn bar(total: u64, done: u64, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-        )
+        ProgressStyle::with_template(&format!(
+            "{{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  [{{elapsed_precise}} < {{eta_precise}}]"
+        ))
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_position(done);
@@ -116,7 +117,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             );
             let total = config.common.steps;
             let mut t = AutoencoderTrainer::new(config, &a.data, &a.out, a.resume, &device)?;
-            let pb = bar(total, t.step());
+            let pb = bar(total, t.step(), "steps");
             t.run(None, &mut |r| show(&pb, r))?;
             pb.finish();
         }
@@ -133,10 +134,33 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 a.out.display()
             );
             let total = config.common.steps;
-            let mut t =
-                DiffusionTrainer::new(config, &a.data, &d.autoencoder, &a.out, a.resume, &device)?;
+            // Shown only if the latents are encoded (not read from the run's cache).
+            let mut encoding: Option<ProgressBar> = None;
+            let mut t = DiffusionTrainer::new_with_progress(
+                config,
+                &a.data,
+                &d.autoencoder,
+                &a.out,
+                a.resume,
+                &device,
+                &mut |done, n| {
+                    let pb = encoding.get_or_insert_with(|| {
+                        bar(n as u64, 0, "subjects").with_message("encoding latents")
+                    });
+                    pb.set_position(done as u64);
+                },
+            )?;
+            if let Some(pb) = encoding {
+                pb.finish();
+            }
+            if t.latents_cached() {
+                eprintln!(
+                    "latents read from {} (delete it to encode again)",
+                    a.out.join(brain_ldm_train::LATENT_CACHE).display()
+                );
+            }
             eprintln!("latent scale factor {}", t.scale_factor());
-            let pb = bar(total, t.step());
+            let pb = bar(total, t.step(), "steps");
             t.run(None, &mut |r| show(&pb, r))?;
             pb.finish();
         }

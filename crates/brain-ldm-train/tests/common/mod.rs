@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use brain_ldm_nifti::{affine::IDENTITY, Volume};
+use brain_ldm_train::config::DataConfig;
 use ndarray::Array3;
 
 /// Writes `n` subjects of `shape` with participants.tsv under `root`.
@@ -41,6 +42,39 @@ pub fn write_cohort(root: &Path, n: usize, shape: [usize; 3]) {
         ));
     }
     std::fs::write(root.join("participants.tsv"), tsv).unwrap();
+}
+
+/// A manifest of the cohort under `data` (written by [`write_cohort`]), `sep`-separated,
+/// with the image column `image_column` and covariate columns named as in `cfg`; each image
+/// path is `prefix` + its path under `data`, except the last row's, which is absolute.
+pub fn write_manifest(path: &Path, data: &Path, sep: &str, prefix: &str, cfg: &DataConfig) {
+    let tsv = std::fs::read_to_string(data.join("participants.tsv")).unwrap();
+    let rows: Vec<Vec<&str>> = tsv
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let mut text = [
+        cfg.image_column.as_str(),
+        &cfg.sex_column,
+        &cfg.age_column,
+        &cfg.ventricular_volume_column,
+        &cfg.brain_volume_column,
+    ]
+    .join(sep);
+    text.push('\n');
+    for (i, row) in rows.iter().enumerate() {
+        let rel = format!("{0}/anat/{0}_T1w.nii.gz", row[0]);
+        let image = if i + 1 == rows.len() {
+            data.join(&rel).to_str().unwrap().to_string()
+        } else {
+            format!("{prefix}{rel}")
+        };
+        text.push_str(&[image.as_str(), row[1], row[2], row[3], row[4]].join(sep));
+        text.push('\n');
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
 }
 
 /// A tiny autoencoder configuration: channels [8, 16], one residual block, 4 groups.
