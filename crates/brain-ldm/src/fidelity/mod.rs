@@ -12,13 +12,21 @@
 //!   volume over the single samples, and the mean measured volumes per grid value.
 //! * **Extrapolation**: normalised ventricular volume over
 //!   [`FidelityConfig::extrapolation_range`] (the paper's Figure 4: −0.5 … 1.9).
+//! * **Training subjects**: [`FidelityConfig::subjects`] samples, each conditioned on all
+//!   four covariates of a random training subject stored with the model (or uniform over the
+//!   scaling range when it stores none), measured the same way; Pearson's r and slope of
+//!   measured on requested ventricular and brain volume over them are the paper's
+//!   measurement (its r = 0.972 over 1000 samples), unlike the sweeps' r, whose requests
+//!   span the whole training range one covariate at a time.
 //! * **Diversity**: mean MS-SSIM over random pairs of generated samples (unconditional when
 //!   the model has a null condition, else covariates drawn from the training subjects or the
 //!   scaling range), next to the same number of pairs of a real [`Cohort`] when given; one
 //!   MS-SSIM setting for both, chosen to fit the images ([`ms_ssim_for_shape`]).
 //!
 //! Column `c` of every grid uses noise stream `c` of [`FidelityConfig::seed`], so a column
-//! shows one starting noise under every requested value, as the paper's figures do.
+//! shows one starting noise under every requested value, as the paper's figures do; the
+//! diversity samples use the streams after the columns, the training-subject samples those
+//! after the diversity samples.
 //! Generated images are clamped to [0, 1] (as the public bundle's saver does) before they
 //! are measured; images whose affine flips an axis are flipped to positive voxel axes first.
 //!
@@ -42,7 +50,7 @@ mod stats;
 pub use cohort::{listed_name, read_listed, Cohort};
 pub use report::{
     CohortDiversity, DiversityResult, FidelityOutcome, FidelityReport, Measurement, Provenance,
-    SettingsReport, SweepReport, SweepRow, Timing,
+    SettingsReport, SubjectsReport, SweepReport, SweepRow, Timing,
 };
 pub use stats::{line_fit, pearson, LineFit, Summary};
 
@@ -76,6 +84,9 @@ pub enum Experiment {
     Extrapolation,
     /// Samples for the diversity measure.
     Diversity,
+    /// Samples conditioned on the covariates of random training subjects (the paper's
+    /// r = 0.972 measurement).
+    TrainingSubjects,
 }
 
 impl Experiment {
@@ -95,17 +106,19 @@ impl Experiment {
             Experiment::Age => "age",
             Experiment::Extrapolation => "extrapolation",
             Experiment::Diversity => "diversity",
+            Experiment::TrainingSubjects => "training_subjects",
         }
     }
 
     /// Index of the covariate a grid experiment varies in the conditioning vector
-    /// `[sex, age, ventricular volume, brain volume]`; `None` for diversity.
+    /// `[sex, age, ventricular volume, brain volume]`; `None` for diversity and training
+    /// subjects.
     pub fn covariate_index(self) -> Option<usize> {
         match self {
             Experiment::VentricularVolume | Experiment::Extrapolation => Some(2),
             Experiment::BrainVolume => Some(3),
             Experiment::Age => Some(1),
-            Experiment::Diversity => None,
+            Experiment::Diversity | Experiment::TrainingSubjects => None,
         }
     }
 }
@@ -122,6 +135,9 @@ pub struct FidelityConfig {
     /// Generated samples for the diversity measure; `None`: the fewest with at least twice
     /// [`pairs`](Self::pairs) distinct pairs.
     pub diversity_samples: Option<usize>,
+    /// Samples conditioned on the covariates of random training subjects (0: none, else
+    /// ≥ 2; default 28).
+    pub subjects: usize,
     /// Normalised ventricular volumes of the extrapolation, first and last (default the
     /// paper's −0.5 … 1.9).
     pub extrapolation_range: (f64, f64),
@@ -138,14 +154,15 @@ pub struct FidelityConfig {
 }
 
 impl Default for FidelityConfig {
-    /// 7 points × 4 seeds, 100 pairs, extrapolation −0.5 … 1.9, female, the bundle's
-    /// sampler (DDIM 50), guidance 1, batches of 4, seed 0.
+    /// 7 points × 4 seeds, 100 pairs, 28 training subjects, extrapolation −0.5 … 1.9,
+    /// female, the bundle's sampler (DDIM 50), guidance 1, batches of 4, seed 0.
     fn default() -> Self {
         Self {
             points: 7,
             seeds: 4,
             pairs: 100,
             diversity_samples: None,
+            subjects: 28,
             extrapolation_range: (-0.5, 1.9),
             sex: Sex::Female,
             sampling: SamplingSettings::default(),
@@ -168,13 +185,14 @@ pub struct FixedCovariates {
     pub source: String,
 }
 
-/// What the diversity samples are conditioned on.
+/// What the samples of a part with drawn covariates (diversity, training subjects) are
+/// conditioned on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DiversityConditioning {
+pub enum DrawnConditioning {
     /// Nothing: the model's null condition.
     Unconditional,
-    /// A random training subject's covariates per sample (with replacement).
+    /// A random training subject's covariates per sample.
     TrainingCovariates {
         /// Training subjects stored with the model.
         subjects: usize,
@@ -183,7 +201,7 @@ pub enum DiversityConditioning {
     ScalingRange,
 }
 
-impl std::fmt::Display for DiversityConditioning {
+impl std::fmt::Display for DrawnConditioning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unconditional => write!(f, "unconditional"),
@@ -194,6 +212,60 @@ impl std::fmt::Display for DiversityConditioning {
                 f,
                 "covariates uniform over the scaling range; no training covariates stored"
             ),
+        }
+    }
+}
+
+impl DrawnConditioning {
+    /// What a part draws from on a model with `training` covariates (`None` or non-empty):
+    /// the null condition when `unconditional`, else the training subjects, else the
+    /// scaling range.
+    fn of(training: Option<&[[f32; 4]]>, unconditional: bool) -> Self {
+        match training {
+            _ if unconditional => Self::Unconditional,
+            Some(rows) => Self::TrainingCovariates {
+                subjects: rows.len(),
+            },
+            None => Self::ScalingRange,
+        }
+    }
+
+    /// `n` conditionings drawn with `rng` (`None`: unconditional). Training subjects come
+    /// from `training` (the rows this source was made [`of`](Self::of)), without
+    /// replacement when `distinct` and there are at least `n` of them, else with
+    /// replacement; the scaling range gives sex 0 or 1 and the rest uniform in [0, 1).
+    fn draw(
+        self,
+        training: &[[f32; 4]],
+        n: usize,
+        distinct: bool,
+        rng: &mut SplitMix64,
+    ) -> Vec<Option<Conditioning>> {
+        match self {
+            Self::Unconditional => vec![None; n],
+            Self::TrainingCovariates { .. } if distinct && n <= training.len() => {
+                // A partial Fisher–Yates shuffle: the first n of a random permutation.
+                let mut order: Vec<usize> = (0..training.len()).collect();
+                (0..n)
+                    .map(|i| {
+                        order.swap(i, i + rng.below(training.len() - i));
+                        Some(Conditioning(training[order[i]]))
+                    })
+                    .collect()
+            }
+            Self::TrainingCovariates { .. } => (0..n)
+                .map(|_| Some(Conditioning(training[rng.below(training.len())])))
+                .collect(),
+            Self::ScalingRange => (0..n)
+                .map(|_| {
+                    Some(Conditioning([
+                        rng.below(2) as f32,
+                        rng.unit() as f32,
+                        rng.unit() as f32,
+                        rng.unit() as f32,
+                    ]))
+                })
+                .collect(),
         }
     }
 }
@@ -265,7 +337,8 @@ fn linspace(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// SplitMix64: the diversity covariates' draw, fixed across `rand` versions.
+/// SplitMix64: the random covariates of the diversity and training-subject samples, fixed
+/// across `rand` versions.
 struct SplitMix64(u64);
 
 impl SplitMix64 {
@@ -308,7 +381,8 @@ pub struct Fidelity<'a> {
     cohort: Option<Cohort>,
     ms_ssim: MsSsimConfig,
     fixed: FixedCovariates,
-    diversity_conditioning: DiversityConditioning,
+    diversity_conditioning: DrawnConditioning,
+    subjects_conditioning: DrawnConditioning,
     plan: Vec<Planned>,
     image_shape: [usize; 3],
     steps: usize,
@@ -320,10 +394,11 @@ impl<'a> Fidelity<'a> {
     ///
     /// # Errors
     /// [`Error::InvalidSetting`] for a setting out of range (`points` < 2, `seeds`,
-    /// `pairs` or `batch_size` 0, more pairs than a set has, guidance on a model that cannot
-    /// sample unconditionally, …), [`Error::Cohort`] for a cohort folder without usable
-    /// images, [`Error::InvalidRequest`] for a model whose images the volumetry or MS-SSIM
-    /// cannot take (a rotated affine, too small), scheduler errors for bad sampling settings.
+    /// `pairs` or `batch_size` 0, `subjects` 1, more pairs than a set has, guidance on a
+    /// model that cannot sample unconditionally, …), [`Error::Cohort`] for a cohort folder
+    /// without usable images, [`Error::InvalidRequest`] for a model whose images the
+    /// volumetry or MS-SSIM cannot take (a rotated affine, too small), scheduler errors for
+    /// bad sampling settings.
     pub fn new(
         pipeline: &'a LatentDiffusionPipeline,
         config: FidelityConfig,
@@ -343,6 +418,12 @@ impl<'a> Fidelity<'a> {
             "at least 1 sample per value",
         )?;
         check(c.pairs >= 1, "pairs", c.pairs, "at least 1 pair")?;
+        check(
+            c.subjects != 1,
+            "subjects",
+            c.subjects,
+            "a correlation needs at least 2 samples (0 leaves the part out)",
+        )?;
         check(c.batch_size >= 1, "batch_size", c.batch_size, "at least 1")?;
         check(
             c.sampling.steps >= 1,
@@ -433,15 +514,8 @@ impl<'a> Fidelity<'a> {
             covariates: scaling.physical(&fixed)?,
             source,
         };
-        let diversity_conditioning = if unconditional {
-            DiversityConditioning::Unconditional
-        } else if let Some(rows) = training {
-            DiversityConditioning::TrainingCovariates {
-                subjects: rows.len(),
-            }
-        } else {
-            DiversityConditioning::ScalingRange
-        };
+        let diversity_conditioning = DrawnConditioning::of(training, unconditional);
+        let subjects_conditioning = DrawnConditioning::of(training, false);
 
         let mut plan = Vec::new();
         for experiment in Experiment::GRIDS {
@@ -466,29 +540,44 @@ impl<'a> Fidelity<'a> {
                 }
             }
         }
-        let mut rng = SplitMix64(c.seed ^ 0x6469_7665_7273_6974);
-        for i in 0..n_div {
-            let conditioning = match diversity_conditioning {
-                DiversityConditioning::Unconditional => None,
-                DiversityConditioning::TrainingCovariates { .. } => {
-                    let rows = training.unwrap_or_default();
-                    Some(Conditioning(rows[rng.below(rows.len())]))
-                }
-                DiversityConditioning::ScalingRange => Some(Conditioning([
-                    rng.below(2) as f32,
-                    rng.unit() as f32,
-                    rng.unit() as f32,
-                    rng.unit() as f32,
-                ])),
-            };
-            plan.push(Planned {
-                experiment: Experiment::Diversity,
-                row: 0,
-                column: i,
-                conditioning,
-                covariates: conditioning.map(|c| scaling.physical(&c)).transpose()?,
-                index: (c.seeds + i) as u64,
-            });
+        // Noise streams: the grid columns use 0 … seeds − 1, the diversity samples the next
+        // n_div, the training subjects those after; each part draws with its own generator.
+        let diversity_start = c.seeds as u64;
+        let subjects_start = diversity_start + n_div as u64;
+        let rows = training.unwrap_or_default();
+        for (experiment, source, n, distinct, salt, first_index) in [
+            (
+                Experiment::TrainingSubjects,
+                subjects_conditioning,
+                c.subjects,
+                true,
+                0x7375_626a_6563_7473, // "subjects"
+                subjects_start,
+            ),
+            (
+                Experiment::Diversity,
+                diversity_conditioning,
+                n_div,
+                false,
+                0x6469_7665_7273_6974, // "diversit"
+                diversity_start,
+            ),
+        ] {
+            let mut rng = SplitMix64(c.seed ^ salt);
+            for (i, conditioning) in source
+                .draw(rows, n, distinct, &mut rng)
+                .into_iter()
+                .enumerate()
+            {
+                plan.push(Planned {
+                    experiment,
+                    row: 0,
+                    column: i,
+                    conditioning,
+                    covariates: conditioning.map(|c| scaling.physical(&c)).transpose()?,
+                    index: first_index + i as u64,
+                });
+            }
         }
         Ok(Self {
             pipeline,
@@ -497,6 +586,7 @@ impl<'a> Fidelity<'a> {
             ms_ssim,
             fixed,
             diversity_conditioning,
+            subjects_conditioning,
             plan,
             image_shape,
             steps,
@@ -510,7 +600,7 @@ impl<'a> Fidelity<'a> {
                 let (lo, hi) = config.extrapolation_range;
                 linspace(lo, hi, config.points)
             }
-            Experiment::Diversity => Vec::new(),
+            Experiment::Diversity | Experiment::TrainingSubjects => Vec::new(),
             _ => linspace(0.0, 1.0, config.points),
         }
     }
@@ -536,8 +626,14 @@ impl<'a> Fidelity<'a> {
     }
 
     /// What the diversity samples are conditioned on.
-    pub fn diversity_conditioning(&self) -> DiversityConditioning {
+    pub fn diversity_conditioning(&self) -> DrawnConditioning {
         self.diversity_conditioning
+    }
+
+    /// What the training-subject samples are conditioned on (whether or not
+    /// [`FidelityConfig::subjects`] is 0).
+    pub fn subjects_conditioning(&self) -> DrawnConditioning {
+        self.subjects_conditioning
     }
 
     /// The settings.
@@ -624,10 +720,10 @@ impl<'a> Fidelity<'a> {
                     volumes,
                     error,
                 });
-                if experiment == Experiment::Diversity {
-                    diversity_images.push(volume.data);
-                } else {
-                    cells[done + k] = Some(mid_slices(&volume, 1.0));
+                match experiment {
+                    Experiment::Diversity => diversity_images.push(volume.data),
+                    Experiment::TrainingSubjects => {}
+                    _ => cells[done + k] = Some(mid_slices(&volume, 1.0)),
                 }
             }
             volumetry += t1.elapsed().as_secs_f64();
@@ -750,6 +846,7 @@ impl<'a> Fidelity<'a> {
                     .iter()
                     .filter(|p| p.experiment == Experiment::Diversity)
                     .count(),
+                subjects: c.subjects,
                 batch_size: c.batch_size,
                 extrapolation_range: c.extrapolation_range,
                 fixed: self.fixed.clone(),
@@ -762,6 +859,8 @@ impl<'a> Fidelity<'a> {
             brain_volume: sweep(Experiment::BrainVolume),
             age: sweep(Experiment::Age),
             extrapolation: sweep(Experiment::Extrapolation),
+            training_subjects: (c.subjects > 0)
+                .then(|| SubjectsReport::new(self.subjects_conditioning, measurements)),
             diversity,
             measurement_failures: measurements.iter().filter(|m| m.error.is_some()).count(),
             seconds,
@@ -816,6 +915,53 @@ mod tests {
         assert!((c.weights.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert!(c.weights[0] < c.weights[1]);
         assert!(ms_ssim_for_shape([3, 40, 40]).is_err());
+    }
+
+    #[test]
+    fn drawn_conditionings_come_from_their_source() {
+        let rows: Vec<[f32; 4]> = (0..5).map(|i| [0.0, 0.1 * i as f32, 0.5, 0.5]).collect();
+        let source = DrawnConditioning::of(Some(&rows), false);
+        assert_eq!(
+            source,
+            DrawnConditioning::TrainingCovariates { subjects: 5 }
+        );
+        let draw = |n, distinct, seed| {
+            source
+                .draw(&rows, n, distinct, &mut SplitMix64(seed))
+                .into_iter()
+                .map(|c| c.unwrap().0)
+                .collect::<Vec<_>>()
+        };
+        // Without replacement: 5 of 5 is a permutation of the rows.
+        let mut all = draw(5, true, 1);
+        assert_ne!(all, rows, "shuffled");
+        all.sort_by(|a, b| a[1].total_cmp(&b[1]));
+        assert_eq!(all, rows);
+        // Deterministic in the seed, a different draw for another seed.
+        assert_eq!(draw(3, true, 1), draw(3, true, 1));
+        assert_ne!(draw(3, true, 1), draw(3, true, 2));
+        // More than there are: with replacement, still training rows.
+        let many = draw(12, true, 1);
+        assert_eq!(many.len(), 12);
+        assert!(many.iter().all(|r| rows.contains(r)));
+        // With replacement the draw is the diversity part's: one `below` per sample.
+        let mut rng = SplitMix64(7);
+        let expected: Vec<_> = (0..4).map(|_| rows[rng.below(5)]).collect();
+        assert_eq!(draw(4, false, 7), expected);
+
+        let uniform = DrawnConditioning::of(None, false);
+        assert_eq!(uniform, DrawnConditioning::ScalingRange);
+        let drawn = uniform.draw(&[], 50, true, &mut SplitMix64(3));
+        let values: Vec<[f32; 4]> = drawn.iter().map(|c| c.unwrap().0).collect();
+        assert!(values.iter().all(|v| v[0] == 0.0 || v[0] == 1.0));
+        assert!(values.iter().any(|v| v[0] == 0.0) && values.iter().any(|v| v[0] == 1.0));
+        assert!(values
+            .iter()
+            .all(|v| v[1..].iter().all(|x| (0.0..1.0).contains(x))));
+        assert_eq!(
+            DrawnConditioning::of(Some(&rows), true).draw(&rows, 3, true, &mut SplitMix64(0)),
+            vec![None; 3]
+        );
     }
 
     #[test]

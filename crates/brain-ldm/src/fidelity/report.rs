@@ -1,9 +1,10 @@
 //! The fidelity report: its numbers (`fidelity.json`), the docs-ready markdown
 //! (`fidelity.md`), one CSV row per generated brain (`measurements.csv`) and the figure
-//! grids (one PNG per sweep and the extrapolation).
+//! grids (one PNG per sweep and the extrapolation; none for the diversity and
+//! training-subject samples).
 
 use super::stats::{line_fit, LineFit, Summary};
-use super::{DiversityConditioning, Experiment, FixedCovariates};
+use super::{DrawnConditioning, Experiment, FixedCovariates};
 use crate::covariates::{Conditioning, CovariateScaling, Covariates, Sex};
 use crate::error::{Error, Result};
 use crate::output::{write_atomically, write_grey_png, GreyImage};
@@ -18,9 +19,11 @@ use std::path::{Path, PathBuf};
 pub struct Measurement {
     /// The experiment it belongs to.
     pub experiment: Experiment,
-    /// Its grid row (the requested value's position; 0 for diversity samples).
+    /// Its grid row (the requested value's position; 0 for diversity and training-subject
+    /// samples).
     pub row: usize,
-    /// Its grid column (the seed column; the sample's number for diversity samples).
+    /// Its grid column (the seed column; the sample's number for diversity and
+    /// training-subject samples).
     pub column: usize,
     /// The run seed.
     pub seed: u64,
@@ -140,6 +143,93 @@ impl SweepReport {
     }
 }
 
+/// The samples conditioned on covariates of random training subjects (the paper's
+/// r = 0.972 measurement): measured against requested values over single samples, the
+/// requests following the training distribution rather than sweeping one covariate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubjectsReport {
+    /// What the samples were conditioned on.
+    pub conditioning: DrawnConditioning,
+    /// Samples generated for the part (measured ones and failures).
+    pub samples: usize,
+    /// Requested ventricular volume (mm³) over the measured samples.
+    pub requested_ventricular: Summary,
+    /// Measured ventricular volume (mm³).
+    pub measured_ventricular: Summary,
+    /// Requested brain volume (mm³) over the measured samples.
+    pub requested_brain: Summary,
+    /// Measured brain volume (mm³).
+    pub measured_brain: Summary,
+    /// Requested age (years) over the measured samples.
+    pub requested_age: Summary,
+    /// Measured on requested ventricular volume (per sample).
+    pub ventricular_fit: LineFit,
+    /// Measured on requested brain volume (per sample).
+    pub brain_fit: LineFit,
+    /// Measured ventricular volume on requested age (mm³ per year). With training
+    /// subjects' covariates, age varies together with the requested volumes, so this is not
+    /// age's effect alone.
+    pub age_ventricular_fit: LineFit,
+    /// Measured brain volume on requested age (mm³ per year), likewise.
+    pub age_brain_fit: LineFit,
+    /// Samples the volumetry could not measure (left out of every number).
+    pub failures: usize,
+}
+
+impl SubjectsReport {
+    /// The report of the [`Experiment::TrainingSubjects`] samples among `measurements`,
+    /// conditioned on `conditioning`.
+    pub(crate) fn new(conditioning: DrawnConditioning, measurements: &[Measurement]) -> Self {
+        let ours: Vec<&Measurement> = measurements
+            .iter()
+            .filter(|m| m.experiment == Experiment::TrainingSubjects)
+            .collect();
+        let measured: Vec<(&Covariates, &Volumes)> = ours
+            .iter()
+            .filter_map(|m| Some((m.covariates.as_ref()?, m.volumes.as_ref()?)))
+            .collect();
+        let column = |f: fn(&Covariates, &Volumes) -> f64| -> Vec<f64> {
+            measured.iter().map(|&(c, v)| f(c, v)).collect()
+        };
+        let age = column(|c, _| c.age_years);
+        let requested_ventricular = column(|c, _| c.ventricular_volume_mm3);
+        let requested_brain = column(|c, _| c.brain_volume_mm3);
+        let ventricular = column(|_, v| v.ventricular_volume);
+        let brain = column(|_, v| v.brain_volume);
+        SubjectsReport {
+            conditioning,
+            samples: ours.len(),
+            requested_ventricular: Summary::of(&requested_ventricular),
+            measured_ventricular: Summary::of(&ventricular),
+            requested_brain: Summary::of(&requested_brain),
+            measured_brain: Summary::of(&brain),
+            requested_age: Summary::of(&age),
+            ventricular_fit: line_fit(&requested_ventricular, &ventricular),
+            brain_fit: line_fit(&requested_brain, &brain),
+            age_ventricular_fit: line_fit(&age, &ventricular),
+            age_brain_fit: line_fit(&age, &brain),
+            failures: ours.len() - measured.len(),
+        }
+    }
+
+    /// Whether the requests are training subjects' covariates (else the scaling range).
+    fn asks_training_subjects(&self) -> bool {
+        matches!(
+            self.conditioning,
+            DrawnConditioning::TrainingCovariates { .. }
+        )
+    }
+
+    /// What the requests were, in a few words for table labels.
+    fn label(&self) -> &'static str {
+        if self.asks_training_subjects() {
+            "covariates of random training subjects"
+        } else {
+            "covariates uniform over the scaling range"
+        }
+    }
+}
+
 /// Diversity of a real cohort.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CohortDiversity {
@@ -157,7 +247,7 @@ pub struct DiversityResult {
     /// The MS-SSIM settings used for both sets.
     pub ms_ssim: MsSsimConfig,
     /// What the generated samples were conditioned on.
-    pub conditioning: DiversityConditioning,
+    pub conditioning: DrawnConditioning,
     /// Mean MS-SSIM over pairs of generated samples.
     pub generated: DiversityReport,
     /// The same over pairs of the cohort's images.
@@ -187,6 +277,8 @@ pub struct SettingsReport {
     pub pairs: usize,
     /// Generated samples of the diversity measure.
     pub diversity_samples: usize,
+    /// Samples conditioned on covariates of random training subjects (0: part left out).
+    pub subjects: usize,
     /// Samples per batch.
     pub batch_size: usize,
     /// Normalised ventricular volumes of the extrapolation, first and last.
@@ -223,7 +315,7 @@ pub struct FidelityReport {
     pub format_version: u32,
     /// The settings.
     pub settings: SettingsReport,
-    /// The ventricular-volume sweep (the paper's r = 0.972).
+    /// The ventricular-volume sweep (the paper's Figure 2).
     pub ventricular_volume: SweepReport,
     /// The brain-volume sweep.
     pub brain_volume: SweepReport,
@@ -231,6 +323,9 @@ pub struct FidelityReport {
     pub age: SweepReport,
     /// Ventricular volume beyond the training range.
     pub extrapolation: SweepReport,
+    /// The samples conditioned on covariates of random training subjects (the paper's
+    /// r = 0.972); `None` when [`SettingsReport::subjects`] is 0.
+    pub training_subjects: Option<SubjectsReport>,
     /// Diversity of generated (and real) images.
     pub diversity: DiversityResult,
     /// Generated brains the volumetry could not measure.
@@ -454,33 +549,52 @@ impl FidelityReport {
         let a = &self.age;
         let _ = writeln!(
             md,
-            "| ventricular volume: r (measured vs requested) | {} | 0.972 (SynthSeg, 1000 samples) |",
+            "| ventricular volume sweep: r (measured vs requested) | {} | – (Figure 2) |",
             num(v.ventricular_fit.pearson_r, 3)
         );
         let _ = writeln!(
             md,
-            "| ventricular volume: slope (mm³ per requested mm³) | {} | – |",
+            "| ventricular volume sweep: slope (mm³ per requested mm³) | {} | – |",
             num(v.ventricular_fit.slope, 3)
         );
         let _ = writeln!(
             md,
-            "| brain volume: r (measured vs requested) | {} | – |",
+            "| brain volume sweep: r (measured vs requested) | {} | – (Figure 3) |",
             num(b.brain_fit.pearson_r, 3)
         );
         let _ = writeln!(
             md,
-            "| brain volume: slope (mm³ per requested mm³) | {} | – |",
+            "| brain volume sweep: slope (mm³ per requested mm³) | {} | – |",
             num(b.brain_fit.slope, 3)
         );
+        if let Some(t) = &self.training_subjects {
+            let _ = writeln!(
+                md,
+                "| ventricular volume, {}: r | {} | {} |",
+                t.label(),
+                num(t.ventricular_fit.pearson_r, 3),
+                if t.asks_training_subjects() {
+                    "0.972 (SynthSeg, 1000 samples)"
+                } else {
+                    "–"
+                }
+            );
+            let _ = writeln!(
+                md,
+                "| brain volume, {}: r | {} | – |",
+                t.label(),
+                num(t.brain_fit.pearson_r, 3)
+            );
+        }
         let _ = writeln!(
             md,
-            "| age: ventricular volume per year (r) | {} mm³ ({}) | larger with age |",
+            "| age sweep: ventricular volume per year (r) | {} mm³ ({}) | larger with age |",
             num(a.ventricular_fit.slope, 0),
             num(a.ventricular_fit.pearson_r, 3)
         );
         let _ = writeln!(
             md,
-            "| age: brain volume per year (r) | {} mm³ ({}) | smaller with age |",
+            "| age sweep: brain volume per year (r) | {} mm³ ({}) | smaller with age |",
             num(a.brain_fit.slope, 0),
             num(a.brain_fit.pearson_r, 3)
         );
@@ -500,7 +614,12 @@ impl FidelityReport {
         md.push('\n');
 
         for (sweep, title, note) in [
-            (v, "Ventricular volume", "Paper: Figure 2; r = 0.972."),
+            (
+                v,
+                "Ventricular volume",
+                "Paper: Figure 2 (its r = 0.972 is over covariates of training subjects, not a \
+                 sweep; see below).",
+            ),
             (b, "Brain volume", "Paper: Figure 3."),
             (
                 a,
@@ -514,6 +633,9 @@ impl FidelityReport {
             ),
         ] {
             sweep_markdown(&mut md, sweep, title, note);
+        }
+        if let Some(t) = &self.training_subjects {
+            subjects_markdown(&mut md, t);
         }
 
         md.push_str("## Diversity\n\n");
@@ -617,6 +739,79 @@ fn sweep_markdown(md: &mut String, sweep: &SweepReport, title: &str, note: &str)
     );
 }
 
+/// The training-subjects section: requested and measured volumes, their fits, age's.
+fn subjects_markdown(md: &mut String, t: &SubjectsReport) {
+    let mut title = t.label().to_string();
+    title[..1].make_ascii_uppercase();
+    let _ = writeln!(md, "## {title}\n");
+    let intro = match t.conditioning {
+        DrawnConditioning::TrainingCovariates { subjects } => format!(
+            "each conditioned on all four covariates of a random training subject (of \
+             {subjects} stored with the model, drawn {} replacement). This is the paper's \
+             measurement (r = 0.972, SynthSeg on 1000 samples): measured against requested \
+             volume over single samples whose requests follow the training distribution, every \
+             covariate varying at once. The sweeps' r above is a different number: one \
+             covariate over its whole training range, the others fixed.",
+            if t.samples <= subjects {
+                "without"
+            } else {
+                "with"
+            }
+        ),
+        _ => "each conditioned on covariates uniform over the scaling range (sex 0 or 1 at \
+              random): the model stores no training covariates, so the requests do not follow \
+              the training distribution and r is neither the paper's measurement (r = 0.972 \
+              over training subjects' covariates) nor the sweeps' (one covariate at a time)."
+            .to_string(),
+    };
+    let _ = writeln!(md, "{} samples, {intro}\n", t.samples);
+    md.push_str(
+        "| volume | requested (mm³) | measured (mm³) | r (measured vs requested) | slope (mm³ per mm³) | n |\n|---|---|---|---|---|---|\n",
+    );
+    for (name, requested, measured, fit) in [
+        (
+            "ventricular",
+            &t.requested_ventricular,
+            &t.measured_ventricular,
+            &t.ventricular_fit,
+        ),
+        ("brain", &t.requested_brain, &t.measured_brain, &t.brain_fit),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} |",
+            mean_sd(requested),
+            mean_sd(measured),
+            num(fit.pearson_r, 3),
+            num(fit.slope, 3),
+            fit.n
+        );
+    }
+    let age = &t.requested_age;
+    let _ = writeln!(
+        md,
+        "\nAge (requested {} ± {} years): measured ventricular volume r = {}, slope {} mm³ per \
+         year; measured brain volume r = {}, slope {} mm³ per year.{}{}\n",
+        num(age.mean, 1),
+        num(age.sd, 1),
+        num(t.age_ventricular_fit.pearson_r, 3),
+        num(t.age_ventricular_fit.slope, 0),
+        num(t.age_brain_fit.pearson_r, 3),
+        num(t.age_brain_fit.slope, 0),
+        if t.asks_training_subjects() {
+            " Age varies together with the volumes here, as in the training subjects, so this \
+             is not age's effect alone (the age sweep holds the volumes fixed)."
+        } else {
+            ""
+        },
+        if t.failures > 0 {
+            format!(" {} samples could not be measured.", t.failures)
+        } else {
+            String::new()
+        }
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,6 +854,74 @@ mod tests {
         assert_eq!(s.failures, 1);
         assert!((s.ventricular_last_over_first.unwrap() - 26.0 / 6.0).abs() < 1e-12);
         assert_eq!(s.rows[2].ventricular.n, 1);
+    }
+
+    #[test]
+    fn training_subjects_fit_measured_on_their_own_requests() {
+        // Requested (age, ventricles, brain); measured ventricles = 0.5 · requested + 2000,
+        // brain = requested − 100 000; the last sample failed.
+        let requests = [
+            (50.0, 10_000.0, 1_400_000.0),
+            (60.0, 30_000.0, 1_500_000.0),
+            (70.0, 20_000.0, 1_300_000.0),
+            (80.0, 50_000.0, 1_600_000.0),
+        ];
+        let mut ms: Vec<Measurement> = requests
+            .iter()
+            .enumerate()
+            .map(|(i, &(age, vent, brain))| Measurement {
+                experiment: Experiment::TrainingSubjects,
+                column: i,
+                covariates: Some(Covariates {
+                    sex: Sex::Female,
+                    age_years: age,
+                    ventricular_volume_mm3: vent,
+                    brain_volume_mm3: brain,
+                }),
+                volumes: (i < 3).then_some(Volumes {
+                    ventricular_volume: 0.5 * vent + 2000.0,
+                    brain_volume: brain - 100_000.0,
+                    icv: 1.5e6,
+                }),
+                error: (i == 3).then(|| "blank".to_string()),
+                ..measurement(0, None)
+            })
+            .collect();
+        // Other parts' samples are not counted.
+        ms.push(measurement(0, Some(1.0)));
+        let source = DrawnConditioning::TrainingCovariates { subjects: 100 };
+        let t = SubjectsReport::new(source, &ms);
+        assert_eq!((t.samples, t.failures, t.ventricular_fit.n), (4, 1, 3));
+        assert!((t.ventricular_fit.slope.unwrap() - 0.5).abs() < 1e-12);
+        assert!((t.ventricular_fit.pearson_r.unwrap() - 1.0).abs() < 1e-12);
+        assert!((t.brain_fit.slope.unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(t.requested_age.mean, Some(60.0));
+        assert_eq!(t.measured_ventricular.mean, Some(12_000.0));
+        // Ages 50, 60, 70 against measured ventricles 7000, 17 000, 12 000: slope 250/year;
+        // against measured brain 1.3, 1.4, 1.2 million: slope −5000/year.
+        assert!((t.age_ventricular_fit.slope.unwrap() - 250.0).abs() < 1e-9);
+        assert!((t.age_brain_fit.slope.unwrap() + 5_000.0).abs() < 1e-6);
+
+        let mut md = String::new();
+        subjects_markdown(&mut md, &t);
+        for part in [
+            "## Covariates of random training subjects",
+            "4 samples, each conditioned on all four covariates of a random training subject \
+             (of 100 stored with the model, drawn without replacement)",
+            "| ventricular | 20\u{2009}000 ± 10\u{2009}000 | 12\u{2009}000 ± 5\u{2009}000 | 1.000 | \
+             0.500 | 3 |",
+            "slope 250 mm³ per year",
+            "1 samples could not be measured",
+        ] {
+            assert!(md.contains(part), "lacks {part:?}:\n{md}");
+        }
+        let t = SubjectsReport::new(DrawnConditioning::ScalingRange, &ms[..2]);
+        let mut md = String::new();
+        subjects_markdown(&mut md, &t);
+        assert!(
+            md.starts_with("## Covariates uniform over the scaling range"),
+            "{md}"
+        );
     }
 
     #[test]
