@@ -286,6 +286,7 @@ impl Checkpoint {
         temporary.push(format!(".tmp{}", std::process::id()));
         let temporary = PathBuf::from(temporary);
         let written = candle_core::safetensors::save(&self.tensors, &temporary)
+            .and_then(|()| ordinary_permissions(&temporary).map_err(candle_core::Error::from))
             .and_then(|()| std::fs::rename(&temporary, path).map_err(candle_core::Error::from));
         if let Err(e) = written {
             // Best effort: the temporary file may not exist.
@@ -360,4 +361,16 @@ impl SimpleBackend for &FitRecorder<'_> {
     fn contains_tensor(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
+}
+
+/// Gives `path` the permissions of a file made by `File::create` in its folder (0666 less
+/// the umask): safetensors writes through a private (0600) temporary file, which would make
+/// saved models unreadable to other users.
+fn ordinary_permissions(path: &Path) -> std::io::Result<()> {
+    let mut probe = path.as_os_str().to_owned();
+    probe.push(".mode");
+    let probe = PathBuf::from(probe);
+    let permissions = std::fs::File::create(&probe).and_then(|f| f.metadata());
+    std::fs::remove_file(&probe)?;
+    std::fs::set_permissions(path, permissions?.permissions())
 }

@@ -32,6 +32,16 @@ fn safetensors_round_trip_builds_the_same_layer() -> Result<(), Box<dyn std::err
     let path = dir.join("conv.safetensors");
     let original = Checkpoint::from_tensors(conv_tensors("", 2, 3), "memory");
     original.save_safetensors(&path)?;
+    // Readable as any file made there (not the 0600 of safetensors' temporary file), and no
+    // temporary file left behind.
+    let ordinary = dir.join("ordinary");
+    std::fs::File::create(&ordinary)?;
+    assert_eq!(
+        std::fs::metadata(&path)?.permissions(),
+        std::fs::metadata(&ordinary)?.permissions()
+    );
+    std::fs::remove_file(&ordinary)?;
+    assert_eq!(std::fs::read_dir(&dir)?.count(), 1);
     let loaded = Checkpoint::load(&path, &Device::Cpu)?;
     assert_eq!(loaded.file(), path.display().to_string());
     let build = |ckpt: &Checkpoint| {
