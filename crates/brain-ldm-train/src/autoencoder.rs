@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use brain_ldm_autoencoder::{AutoencoderKL, PatchDiscriminator, PatchDiscriminatorConfig};
+use brain_ldm_nifti::preprocess::PreprocessOptions;
 use brain_ldm_schedulers::NoiseGenerator;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::json;
 
 use crate::config::{AutoencoderTrainConfig, CommonConfig};
-use crate::data::{batch_items, load_image, mix, Dataset, Prefetcher, Subject};
+use crate::data::{batch_items, load_preprocessed, mix, Dataset, Prefetcher, Subject};
 use crate::error::{Result, TrainError};
 use crate::losses::{kl_loss, l1_loss, PatchAdversarialLoss, PerceptualLoss};
 use crate::optim::{AdamW, Ema, Gradients, Parameters};
@@ -32,6 +33,8 @@ pub struct AutoencoderTrainer {
     config: AutoencoderTrainConfig,
     run: RunDir,
     device: Device,
+    /// `[data.preprocess]`, resolved.
+    preprocess: Option<PreprocessOptions>,
     train: Vec<Subject>,
     val: Vec<Subject>,
     model: AutoencoderKL,
@@ -45,7 +48,9 @@ pub struct AutoencoderTrainer {
 
 impl AutoencoderTrainer {
     /// Opens the dataset, builds (or, with `resume`, restores) the models and optimisers.
-    /// Every check on the data and configuration runs here, before any training.
+    /// Every check on the data and configuration runs here, before any training. With
+    /// `[data.preprocess]` every image (training batches on the loader thread, validation)
+    /// is preprocessed as it is read.
     ///
     /// # Errors
     /// Dataset, configuration, shape and resume errors ([`TrainError`]).
@@ -57,6 +62,7 @@ impl AutoencoderTrainer {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
+        let preprocess = config.data.preprocess_options()?;
         let dataset = Dataset::open(data, &config.data, false)?;
         let f = config.model.downsampling_factor();
         if dataset.image_shape.iter().any(|s| s % f != 0) {
@@ -126,6 +132,7 @@ impl AutoencoderTrainer {
             config,
             run,
             device: device.clone(),
+            preprocess,
             train,
             val,
             model,
@@ -260,7 +267,7 @@ impl AutoencoderTrainer {
         }
         let mut total = 0.0;
         for s in &self.val {
-            let x = load_image(&s.image, &self.device)?;
+            let x = load_preprocessed(&s.image, self.preprocess.as_ref(), &self.device)?;
             let recon = self.model.reconstruct(&x)?;
             total += l1_loss(&recon.detach(), &x)?.to_scalar::<f32>()? as f64;
         }
@@ -297,7 +304,7 @@ impl AutoencoderTrainer {
                     .collect()
             })
             .collect();
-        let mut loader = Prefetcher::start(batches, c.prefetch);
+        let mut loader = Prefetcher::start(batches, c.prefetch, self.preprocess.clone());
         train_until(self, end, on_step, |trainer| {
             let micro_batches = (0..accum)
                 .map(|_| loader.next_batch())

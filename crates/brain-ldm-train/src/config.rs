@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use brain_ldm_autoencoder::AutoencoderKLConfig;
+use brain_ldm_nifti::preprocess::{IntensityScaling, Interpolation, PreprocessOptions};
+use brain_ldm_nifti::AxisCodes;
 use brain_ldm_unet::DiffusionModelUNetConfig;
 use serde::{Deserialize, Serialize};
 
@@ -142,7 +144,8 @@ impl Default for OptimizerConfig {
     }
 }
 
-/// Which participants.tsv (or manifest) columns hold the covariates.
+/// Which participants.tsv (or manifest) columns hold the covariates, and how images are
+/// preprocessed as they are read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
@@ -156,6 +159,162 @@ pub struct DataConfig {
     pub brain_volume_column: String,
     /// Image column of a CSV/TSV manifest (paths relative to the manifest).
     pub image_column: String,
+    /// `[data.preprocess]`: bring every image into the model's space as it is read; `None`
+    /// (no table): images are used as stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<PreprocessConfig>,
+}
+
+impl DataConfig {
+    /// The preprocessing images go through as they are read (`None`: as stored).
+    ///
+    /// # Errors
+    /// As [`PreprocessConfig::options`].
+    pub fn preprocess_options(&self) -> Result<Option<PreprocessOptions>> {
+        self.preprocess
+            .as_ref()
+            .map(PreprocessConfig::options)
+            .transpose()
+    }
+}
+
+/// `[data.preprocess]`: the steps of [`PreprocessOptions`] (those of `brain-ldm preprocess`):
+/// reorient, resample, crop/pad (centred, zero fill), scale intensities. A key left out skips
+/// its step, or keeps the `preset`'s value.
+///
+/// ```
+/// use brain_ldm_train::AutoencoderTrainConfig;
+/// let text = "[data.preprocess]\npreset = \"brain_ldm\"\nspacing = [4.0, 4.0, 4.0]\nshape = [40, 56, 40]\nscaling = { percentiles = [0.5, 99.5] }\n";
+/// let cfg = AutoencoderTrainConfig::from_toml(text, "ae.toml".as_ref())?;
+/// let options = cfg.data.preprocess_options()?.unwrap();
+/// assert_eq!((options.spacing, options.shape), (Some([4.0; 3]), Some([40, 56, 40])));
+/// assert_eq!(options.orientation.unwrap().to_string(), "RAS"); // from the preset
+/// # Ok::<(), brain_ldm_train::TrainError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessConfig {
+    /// Starting values the other keys override: `"brain_ldm"` is
+    /// [`PreprocessOptions::brain_ldm`] (RAS, 1 mm, 160×224×160, min-max, linear).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<PreprocessPreset>,
+    /// Target orientation: three letters, one each of L/R, P/A, I/S (`"RAS"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orientation: Option<String>,
+    /// Target voxel size (mm) per axis, after reorientation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spacing: Option<[f64; 3]>,
+    /// Interpolation of the resampling (default linear).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpolation: Option<InterpolationConfig>,
+    /// Target shape after resampling (centred crop or zero padding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<[usize; 3]>,
+    /// Intensity scaling to [0, 1], applied last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingConfig>,
+}
+
+/// `data.preprocess.preset` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreprocessPreset {
+    /// [`PreprocessOptions::brain_ldm`].
+    BrainLdm,
+}
+
+/// `data.preprocess.interpolation` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterpolationConfig {
+    /// Trilinear (images).
+    Linear,
+    /// Nearest neighbour (label maps).
+    Nearest,
+}
+
+/// `data.preprocess.scaling` values: `"none"`, `"min_max"` or `{ percentiles = [LOW, HIGH] }`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalingConfig {
+    /// Keep intensities (overrides a preset's scaling).
+    None,
+    /// Min-max to [0, 1].
+    MinMax,
+    /// Clip to these percentiles (0 ≤ LOW < HIGH ≤ 100), then min-max to [0, 1].
+    Percentiles([f64; 2]),
+}
+
+impl PreprocessConfig {
+    /// The preprocessing these keys describe: the preset's (or no step), each key given
+    /// replacing its value.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidConfig`] naming the key (`data.preprocess.orientation`, …) for an
+    /// orientation that is not three letters of L/R, P/A, I/S, a voxel size that is not
+    /// positive and finite, a zero extent, or percentiles outside 0 ≤ LOW < HIGH ≤ 100.
+    pub fn options(&self) -> Result<PreprocessOptions> {
+        let bad = |key: &str, reason: String| TrainError::InvalidConfig {
+            key: format!("data.preprocess.{key}"),
+            reason,
+        };
+        let mut options = match self.preset {
+            Some(PreprocessPreset::BrainLdm) => PreprocessOptions::brain_ldm(),
+            None => PreprocessOptions {
+                orientation: None,
+                spacing: None,
+                interpolation: Interpolation::Linear,
+                shape: None,
+                scaling: None,
+            },
+        };
+        if let Some(codes) = &self.orientation {
+            let codes = codes
+                .parse::<AxisCodes>()
+                .map_err(|e| bad("orientation", format!("{codes:?}: {e}")))?;
+            options.orientation = Some(codes);
+        }
+        if let Some(spacing) = self.spacing {
+            if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(bad(
+                    "spacing",
+                    format!("{spacing:?}: every voxel size must be positive and finite (mm)"),
+                ));
+            }
+            options.spacing = Some(spacing);
+        }
+        if let Some(interpolation) = self.interpolation {
+            options.interpolation = match interpolation {
+                InterpolationConfig::Linear => Interpolation::Linear,
+                InterpolationConfig::Nearest => Interpolation::Nearest,
+            };
+        }
+        if let Some(shape) = self.shape {
+            if shape.contains(&0) {
+                return Err(bad(
+                    "shape",
+                    format!("{shape:?}: every extent must be at least 1"),
+                ));
+            }
+            options.shape = Some(shape);
+        }
+        if let Some(scaling) = self.scaling {
+            options.scaling = match scaling {
+                ScalingConfig::None => None,
+                ScalingConfig::MinMax => Some(IntensityScaling::MinMax),
+                ScalingConfig::Percentiles([lower, upper]) => {
+                    if !(0.0 <= lower && lower < upper && upper <= 100.0) {
+                        return Err(bad(
+                            "scaling.percentiles",
+                            format!("[{lower}, {upper}]: need 0 <= LOW < HIGH <= 100"),
+                        ));
+                    }
+                    Some(IntensityScaling::Percentile { lower, upper })
+                }
+            };
+        }
+        Ok(options)
+    }
 }
 
 impl Default for DataConfig {
@@ -167,6 +326,7 @@ impl Default for DataConfig {
             ventricular_volume_column: "ventricular_volume".into(),
             brain_volume_column: "brain_volume".into(),
             image_column: "image".into(),
+            preprocess: None,
         }
     }
 }
@@ -215,7 +375,7 @@ pub struct AutoencoderTrainConfig {
     pub optimizer: OptimizerConfig,
     /// The discriminator and its optimiser.
     pub discriminator: DiscriminatorConfig,
-    /// Covariate columns (unused by stage 1 but validated with the dataset).
+    /// Covariate columns (unused by stage 1 but validated with the dataset) and preprocessing.
     pub data: DataConfig,
 }
 
@@ -261,7 +421,7 @@ pub struct DiffusionTrainConfig {
     pub scheduler: serde_json::Value,
     /// Its optimiser.
     pub optimizer: OptimizerConfig,
-    /// Covariate columns.
+    /// Covariate columns and preprocessing.
     pub data: DataConfig,
 }
 
@@ -399,6 +559,7 @@ impl AutoencoderTrainConfig {
     /// [`TrainError::InvalidConfig`] naming the key.
     pub fn validate(&self) -> Result<()> {
         self.common.validate()?;
+        self.data.preprocess_options()?;
         self.optimizer.validate("optimizer")?;
         self.discriminator
             .optimizer
@@ -462,6 +623,7 @@ impl DiffusionTrainConfig {
     /// [`TrainError::InvalidConfig`] naming the key.
     pub fn validate(&self) -> Result<()> {
         self.common.validate()?;
+        self.data.preprocess_options()?;
         self.optimizer.validate("optimizer")?;
         self.model
             .validate()

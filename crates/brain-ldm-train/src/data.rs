@@ -1,11 +1,14 @@
 //! Datasets: a BIDS folder (`sub-*/anat/*_T1w.nii[.gz]` + `participants.tsv`, the layout
 //! brain-ldm-synth writes) or a CSV/TSV manifest of image paths with covariate columns;
-//! covariate scaling computed on the training set; deterministic shuffling; a loader thread.
+//! covariate scaling computed on the training set; deterministic shuffling; a loader thread;
+//! optional preprocessing of every image as it is read (`[data.preprocess]`).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use brain_ldm::CovariateScaling;
+use brain_ldm_nifti::preprocess::PreprocessOptions;
+use brain_ldm_nifti::Volume;
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -33,9 +36,10 @@ pub struct Dataset {
     pub root: PathBuf,
     /// Every subject, in the table's order.
     pub subjects: Vec<Subject>,
-    /// The common image shape `[d, h, w]`.
+    /// The common image shape `[d, h, w]` (after preprocessing, when on).
     pub image_shape: [usize; 3],
-    /// The first image's affine (the grid the model's outputs are written on).
+    /// The first image's affine, after preprocessing when on (the grid the model's outputs
+    /// are written on).
     pub affine: brain_ldm_nifti::Affine,
 }
 
@@ -169,10 +173,17 @@ impl Dataset {
     /// file), reading covariates when `with_covariates`, and checks every image header: all
     /// images must exist and share one 3D shape.
     ///
+    /// With `cfg.preprocess`, the shape and affine are those of the first image after
+    /// preprocessing (it is read whole), and the images must share one shape after it: their
+    /// headers must be 3D, and when no target `shape` is given (so the shape follows each
+    /// field of view) every image is read and preprocessed to see its shape.
+    ///
     /// # Errors
     /// [`TrainError::Dataset`] naming the file, row and column (missing column, non-numeric or
     /// non-finite value, missing image, no subject); [`TrainError::ImageShape`] naming the
-    /// first image whose shape differs; [`TrainError::Nifti`] for an unreadable header.
+    /// first image whose shape (after preprocessing) differs; [`TrainError::Nifti`] for an
+    /// unreadable header or image, or a failed preprocessing step;
+    /// [`TrainError::InvalidConfig`] for invalid preprocessing options.
     pub fn open(path: impl AsRef<Path>, cfg: &DataConfig, with_covariates: bool) -> Result<Self> {
         let path = path.as_ref();
         let mut subjects = Vec::new();
@@ -249,6 +260,7 @@ impl Dataset {
                 });
             }
         }
+        let preprocess = cfg.preprocess_options()?;
         let first = subjects
             .first()
             .ok_or_else(|| dataset_err(path, "no subject with a T1w image".into()))?;
@@ -271,13 +283,40 @@ impl Dataset {
                 got: s0,
             });
         }
-        let affine = brain_ldm_nifti::header_affine(&h0).0;
+        let (image_shape, affine, after) = match &preprocess {
+            None => (
+                [s0[0], s0[1], s0[2]],
+                brain_ldm_nifti::header_affine(&h0).0,
+                "",
+            ),
+            Some(p) => {
+                let v = read_image(&first.image, Some(p))?;
+                (v.shape(), v.affine, " after preprocessing")
+            }
+        };
         for s in &subjects[1..] {
-            let shape = shape_of(&header(&s.image)?);
-            if shape != s0 {
+            let stored = shape_of(&header(&s.image)?);
+            let shape = match &preprocess {
+                None => stored,
+                Some(_) if stored.len() != 3 => {
+                    return Err(TrainError::ImageShape {
+                        path: s.image.clone(),
+                        expected: "a 3D volume".into(),
+                        got: stored,
+                    })
+                }
+                Some(p) => match p.shape {
+                    Some(shape) => shape.to_vec(),
+                    None => read_image(&s.image, Some(p))?.shape().to_vec(),
+                },
+            };
+            if shape != image_shape {
                 return Err(TrainError::ImageShape {
                     path: s.image.clone(),
-                    expected: format!("{s0:?}, the shape of {}", first.image.display()),
+                    expected: format!(
+                        "{image_shape:?}, the shape of {}{after}",
+                        first.image.display()
+                    ),
                     got: shape,
                 });
             }
@@ -285,7 +324,7 @@ impl Dataset {
         Ok(Self {
             root: path.to_path_buf(),
             subjects,
-            image_shape: [s0[0], s0[1], s0[2]],
+            image_shape,
             affine,
         })
     }
@@ -419,37 +458,70 @@ pub fn batch_items(n: usize, batch: usize, seed: u64, index: u64) -> (u64, Vec<u
     (epoch, order[k * batch..(k + 1) * batch].to_vec())
 }
 
-/// Reads one image as a `[1, 1, d, h, w]` f32 tensor.
+fn nifti_error(path: &Path) -> impl Fn(brain_ldm_nifti::Error) -> TrainError + '_ {
+    move |source| TrainError::Nifti {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    }
+}
+
+/// Reads one image and, with `preprocess`, brings it into the model's space
+/// ([`PreprocessOptions::apply`]).
+///
+/// # Errors
+/// [`TrainError::Nifti`] naming the image: unreadable, or a preprocessing step failed.
+pub fn read_image(path: &Path, preprocess: Option<&PreprocessOptions>) -> Result<Volume> {
+    let volume = brain_ldm_nifti::read(path).map_err(nifti_error(path))?;
+    match preprocess {
+        Some(p) => p.apply(&volume).map_err(nifti_error(path)),
+        None => Ok(volume),
+    }
+}
+
+/// Reads one image as stored as a `[1, 1, d, h, w]` f32 tensor.
 ///
 /// # Errors
 /// [`TrainError::Nifti`].
 pub fn load_image(path: &Path, device: &Device) -> Result<Tensor> {
-    let nifti = |source| TrainError::Nifti {
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    };
-    brain_ldm_nifti::read(path)
-        .map_err(nifti)?
+    load_preprocessed(path, None, device)
+}
+
+/// Reads one image as a `[1, 1, d, h, w]` f32 tensor after `preprocess` ([`read_image`]);
+/// with `None` as [`load_image`].
+///
+/// # Errors
+/// [`TrainError::Nifti`].
+pub fn load_preprocessed(
+    path: &Path,
+    preprocess: Option<&PreprocessOptions>,
+    device: &Device,
+) -> Result<Tensor> {
+    read_image(path, preprocess)?
         .to_tensor(device)
-        .map_err(nifti)
+        .map_err(nifti_error(path))
 }
 
 /// Loads the images of the upcoming micro-batches on another thread, `prefetch` batches ahead,
-/// in the order of `batches` (each a list of image paths); yields `[b, 1, d, h, w]` tensors.
+/// in the order of `batches` (each a list of image paths), each image read and preprocessed
+/// there as [`load_preprocessed`] does; yields `[b, 1, d, h, w]` tensors.
 pub struct Prefetcher {
     rx: mpsc::Receiver<Result<Tensor>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Prefetcher {
-    /// Starts the loader thread.
-    pub fn start(batches: Vec<Vec<PathBuf>>, prefetch: usize) -> Self {
+    /// Starts the loader thread; `preprocess`: as [`load_preprocessed`].
+    pub fn start(
+        batches: Vec<Vec<PathBuf>>,
+        prefetch: usize,
+        preprocess: Option<PreprocessOptions>,
+    ) -> Self {
         let (tx, rx) = mpsc::sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
             for paths in batches {
                 let batch = paths
                     .iter()
-                    .map(|p| load_image(p, &Device::Cpu))
+                    .map(|p| load_preprocessed(p, preprocess.as_ref(), &Device::Cpu))
                     .collect::<Result<Vec<_>>>()
                     .and_then(|ts| Ok(Tensor::cat(&ts, 0)?));
                 if tx.send(batch).is_err() {

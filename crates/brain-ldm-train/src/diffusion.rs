@@ -56,13 +56,15 @@ pub struct DiffusionTrainer {
 }
 
 impl DiffusionTrainer {
-    /// Opens the dataset (covariates required), loads the autoencoder from
-    /// `autoencoder_dir` (`autoencoder.json` + `autoencoder.safetensors`, as stage 1 writes
-    /// them), checks `out` (a fresh run must not be there; `resume` needs one of the same
-    /// configuration), encodes every subject once (mean and sigma kept: a new latent is drawn
-    /// every step) or reads them from the run's latent cache, computes the covariate scaling
-    /// and latent scale factor, and builds (or, with `resume`, restores) the UNet and its
-    /// optimiser. [`new_with_progress`](Self::new_with_progress) reports the encoding.
+    /// Opens the dataset (covariates required; images preprocessed as `[data.preprocess]`
+    /// says, when given: the latent shape and `model.json`'s `image_affine` follow the
+    /// preprocessed grid), loads the autoencoder from `autoencoder_dir`
+    /// (`autoencoder.json` + `autoencoder.safetensors`, as stage 1 writes them), checks
+    /// `out` (a fresh run must not be there; `resume` needs one of the same configuration),
+    /// encodes every subject once (mean and sigma kept: a new latent is drawn every step)
+    /// or reads them from the run's latent cache, computes the covariate scaling and latent
+    /// scale factor, and builds (or, with `resume`, restores) the UNet and its optimiser.
+    /// [`new_with_progress`](Self::new_with_progress) reports the encoding.
     ///
     /// # Errors
     /// Dataset, configuration, shape and resume errors ([`TrainError`]).
@@ -91,11 +93,11 @@ impl DiffusionTrainer {
     ///
     /// The latent cache is `out/latents.safetensors`: every subject's μ and σ with a SHA-256
     /// fingerprint of the autoencoder's weights file and configuration, the images' paths,
-    /// sizes and modification times, and the device. It is written (temporary file +
-    /// rename) after encoding and read instead of encoding — the same bits — by a later
-    /// construction on the same folder (`resume`, or a fresh run where only the cache is
-    /// left) whose fingerprint matches; a stale or unreadable cache is encoded again and
-    /// replaced. Delete the file to force encoding.
+    /// sizes and modification times, the device and the `[data.preprocess]` options. It is
+    /// written (temporary file + rename) after encoding and read instead of encoding — the
+    /// same bits — by a later construction on the same folder (`resume`, or a fresh run
+    /// where only the cache is left) whose fingerprint matches; a stale or unreadable cache
+    /// is encoded again and replaced. Delete the file to force encoding.
     ///
     /// # Errors
     /// As [`new`](Self::new).
@@ -186,14 +188,25 @@ impl DiffusionTrainer {
         })?;
         // A wrong `out` is refused before the encoding, which can take minutes.
         RunDir::check(out, &cfg_json, resume)?;
-        let fingerprint = latents::fingerprint(&ae_weights, &ae_config, &dataset.subjects, device)?;
+        let preprocess = config.data.preprocess_options()?;
+        let fingerprint = latents::fingerprint(
+            &ae_weights,
+            &ae_config,
+            &dataset.subjects,
+            device,
+            preprocess.as_ref(),
+        )?;
+        let encoder = latents::Encoder {
+            ae: &ae,
+            device,
+            preprocess: preprocess.as_ref(),
+        };
         let latents = latents::load_or_encode(
-            &ae,
+            &encoder,
             fingerprint,
             &dataset.subjects,
             latent_shape,
             out,
-            device,
             on_encoded,
         )?;
         let items = |idx: &[usize]| -> Result<Vec<Item>> {

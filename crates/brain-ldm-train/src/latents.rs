@@ -7,10 +7,11 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use brain_ldm_autoencoder::{AutoencoderKL, AutoencoderKLConfig};
+use brain_ldm_nifti::preprocess::PreprocessOptions;
 use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
-use crate::data::{load_image, Subject};
+use crate::data::{load_preprocessed, Subject};
 use crate::error::{io, Result, TrainError};
 use crate::run::{load_tensors, save_tensors};
 
@@ -30,10 +31,22 @@ pub(crate) struct Latents {
     pub cached: bool,
 }
 
+/// What the latents are encoded with: the autoencoder, the device it runs on, and the
+/// preprocessing images go through as they are read ([`load_preprocessed`]).
+pub(crate) struct Encoder<'a> {
+    /// The stage-1 autoencoder.
+    pub ae: &'a AutoencoderKL,
+    /// Its device (and that of the latents).
+    pub device: &'a Device,
+    /// `[data.preprocess]`, resolved.
+    pub preprocess: Option<&'a PreprocessOptions>,
+}
+
 /// SHA-256 over everything the latents depend on: the autoencoder's weights file (its
 /// bytes) and configuration, each image's canonical path, size and modification time (not
-/// its bytes: cheap, as `make` and cargo judge freshness), and the device (encodings on
-/// another device may differ in the last bits).
+/// its bytes: cheap, as `make` and cargo judge freshness), the device (encodings on
+/// another device may differ in the last bits) and the preprocessing, when on (without it
+/// the fingerprint is that of a run before preprocessing existed).
 ///
 /// # Errors
 /// [`TrainError::Io`] when the weights or an image's metadata cannot be read.
@@ -42,6 +55,7 @@ pub(crate) fn fingerprint(
     config: &AutoencoderKLConfig,
     subjects: &[Subject],
     device: &Device,
+    preprocess: Option<&PreprocessOptions>,
 ) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     let mut field = |bytes: &[u8]| {
@@ -56,6 +70,10 @@ pub(crate) fn fingerprint(
     })?;
     field(&config);
     field(format!("{:?}", device.location()).as_bytes());
+    if let Some(p) = preprocess {
+        // Every option, f64s in Rust's shortest round-trip form.
+        field(format!("preprocess {p:?}").as_bytes());
+    }
     for s in subjects {
         let path = std::fs::canonicalize(&s.image).map_err(io(&s.image))?;
         let meta = std::fs::metadata(&path).map_err(io(&path))?;
@@ -73,22 +91,23 @@ pub(crate) fn fingerprint(
 
 /// The latents of `subjects` (each `[1, ..latent_shape]`): read from
 /// `out/latents.safetensors` when that file holds `fingerprint` and latents of the right
-/// shape, otherwise encoded one subject at a time with `ae` (calling `progress(done, total)`
-/// after each) and written there (temporary file + rename), replacing a stale or unreadable
-/// cache. Read or encoded, the values are the same bits.
+/// shape, otherwise read (and preprocessed) and encoded one subject at a time by `encoder`
+/// (calling `progress(done, total)` after each) and written there (temporary file +
+/// rename), replacing a stale or unreadable cache. Read or encoded, the values are the same
+/// bits.
 ///
 /// # Errors
 /// Image, autoencoder and I/O errors of the encoding and of writing the cache (a cache that
 /// cannot be read is not an error: it is encoded again).
 pub(crate) fn load_or_encode(
-    ae: &AutoencoderKL,
+    encoder: &Encoder,
     fingerprint: [u8; 32],
     subjects: &[Subject],
     latent_shape: [usize; 4],
     out: &Path,
-    device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Latents> {
+    let device = encoder.device;
     let path = out.join(LATENT_CACHE);
     let [c, d, h, w] = latent_shape;
     let shape = [subjects.len(), c, d, h, w];
@@ -101,7 +120,8 @@ pub(crate) fn load_or_encode(
     let total = subjects.len();
     let mut posteriors = Vec::with_capacity(total);
     for (i, s) in subjects.iter().enumerate() {
-        posteriors.push(ae.encode(&load_image(&s.image, device)?)?);
+        let x = load_preprocessed(&s.image, encoder.preprocess, device)?;
+        posteriors.push(encoder.ae.encode(&x)?);
         progress(i + 1, total);
     }
     let stack = |pick: fn(&(Tensor, Tensor)) -> &Tensor| {

@@ -33,6 +33,7 @@ fn manifests_resolve_paths_against_their_folder_and_read_named_columns() {
         ventricular_volume_column: "VV".into(),
         brain_volume_column: "BV".into(),
         image_column: "t1".into(),
+        ..DataConfig::default()
     };
     let csv = dir.path().join("lists").join("cohort.csv");
     common::write_manifest(&csv, &data, ",", "../data/", &cfg);

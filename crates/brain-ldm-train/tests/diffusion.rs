@@ -10,23 +10,7 @@ use brain_ldm_train::{
     LATENT_CACHE,
 };
 use candle_core::Device;
-
-const TINY_UNET: &str = r#"
-[model]
-spatial_dims = 3
-in_channels = 7
-out_channels = 3
-channels = [8, 16]
-attention_levels = [false, true]
-num_head_channels = [0, 16]
-num_res_blocks = 1
-norm_num_groups = 4
-resblock_updown = true
-with_conditioning = true
-transformer_num_layers = 1
-cross_attention_dim = 4
-upcast_attention = true
-"#;
+use common::TINY_UNET;
 
 fn setup(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let data = dir.join("data");
@@ -349,6 +333,7 @@ fn a_manifest_dataset_trains_stage_2() {
         ventricular_volume_column: "VV".into(),
         brain_volume_column: "BV".into(),
         image_column: "t1".into(),
+        ..DataConfig::default()
     };
     common::write_manifest(&csv, &data, ",", "../data/", &columns);
     let cfg = config(

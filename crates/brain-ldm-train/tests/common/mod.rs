@@ -89,3 +89,22 @@ attention_levels = [false, false]
 with_encoder_nonlocal_attn = false
 with_decoder_nonlocal_attn = false
 "#;
+
+/// A tiny conditioned UNet for [`TINY_AE`]'s 3-channel latents: channels [8, 16], the
+/// covariates concatenated and, at the second level, attended to.
+pub const TINY_UNET: &str = r#"
+[model]
+spatial_dims = 3
+in_channels = 7
+out_channels = 3
+channels = [8, 16]
+attention_levels = [false, true]
+num_head_channels = [0, 16]
+num_res_blocks = 1
+norm_num_groups = 4
+resblock_updown = true
+with_conditioning = true
+transformer_num_layers = 1
+cross_attention_dim = 4
+upcast_attention = true
+"#;
