@@ -3,7 +3,7 @@
 //! 1. Tissue means: a 3-class Gaussian mixture (CSF, GM, WM) with the template's tissue
 //!    fractions as spatial prior is fitted by EM to the brain's pure-tissue voxels (six
 //!    neighbours within [`PURE_RANGE`] of each other; at 4 mm, where hardly a voxel is
-//!    pure, the whole brain interior).
+//!    pure, the whole brain interior). At 1 mm the classes share one variance (the noise).
 //! 2. Bias field (1 and 2 mm): the ratio of pure GM and WM voxels to their means, averaged
 //!    over 8 mm blocks, smoothed and divided out; then the means are fitted again.
 //! 3. Partial volume: every voxel above zero is pure background, CSF, GM or WM, or a mix
@@ -11,9 +11,10 @@
 //!    fraction; a class's prior is the share of the voxel's 26 neighbours nearest each
 //!    tissue's mean plus a little of the template's fraction (mixtures: the geometric mean
 //!    of their two tissues'; near the ventricles GM's comes from the template alone, so
-//!    ventricle walls mix CSF with WM). EM refines means, noise and class weights. Each
-//!    voxel's probability that each tissue is its largest part (the rule the ground-truth
-//!    labels follow) is then computed in closed form (normal distribution functions).
+//!    ventricle walls mix CSF with WM). EM refines means, noise (at 1 mm one SD for every
+//!    tissue) and class weights. Each voxel's probability that each tissue is its largest
+//!    part (the rule the ground-truth labels follow) is then computed in closed form
+//!    (normal distribution functions).
 //! 4. Volumes are these probabilities summed (brain: GM + WM; ICV: all but background).
 //!    Ventricles: the 6-connected components of voxels with CSF probability above
 //!    [`VENTRICLE_CSF`] inside a region around the template's ventricles (smoothed
@@ -138,6 +139,10 @@ pub fn segment(t1: ArrayView3<'_, f32>, affine: &[[f64; 4]; 4]) -> Result<Segmen
     // At 4 mm hardly a voxel is one tissue: the means are then fitted to the whole brain
     // interior and no bias field is estimated.
     let coarse = level == 2;
+    // At 1 mm the pure voxels' spread is the noise, the same in every tissue; at 2 and
+    // 4 mm even the "pure" voxels hold sub-voxel mixtures, which widen each tissue by its
+    // own amount (thin CSF most), so each class keeps its own variance there.
+    let shared_noise = level == 0;
     let pure_means = |vals: &[f32]| {
         let range = if coarse {
             f32::INFINITY
@@ -151,7 +156,7 @@ pub fn segment(t1: ArrayView3<'_, f32>, affine: &[[f64; 4]; 4]) -> Result<Segmen
             .step_by(stride)
             .map(|&idx| (vals[idx] as f64, prior3(idx)))
             .collect();
-        (fit_mixture(&samples, peak), interior)
+        (fit_mixture(&samples, peak, shared_noise), interior)
     };
     // Bias field: the smooth ratio of pure GM and WM voxels to their class means.
     let (first, interior) = pure_means(&vals);
@@ -177,7 +182,7 @@ pub fn segment(t1: ArrayView3<'_, f32>, affine: &[[f64; 4]; 4]) -> Result<Segmen
     let hard = nearest_mean_labels(&vals, &init);
     let near_ventricles = |idx: usize| tpl.ventricle_prior(centre(idx)) > VENTRICLE_REGION;
     let voxels = pv_voxels(&vals, dims, &hard, &tissue, &near_ventricles);
-    let model = PvModel::fit(&voxels, init);
+    let model = PvModel::fit(&voxels, init, shared_noise);
     let dominance: Vec<[f32; 4]> = voxels.iter().map(|v| model.dominance(v)).collect();
     let mut labels = vec![BACKGROUND; vals.len()];
     let mut csf_p = vec![0f32; vals.len()];
@@ -312,14 +317,17 @@ fn interior_voxels(vals: &[f32], dims: [usize; 3], floor: f32, range: f32) -> Ve
 }
 
 /// Fits a 3-class (CSF, GM, WM) 1D Gaussian mixture by EM to `(intensity, prior)`
-/// samples; returns the class means.
+/// samples; returns the class means. With `shared_noise` the classes share one variance
+/// (the noise does not depend on the tissue): with a variance of its own, a class with
+/// few pure voxels (CSF in a brain that fills its skull) widens over the dark tail of GM
+/// and its mean drifts towards GM's.
 ///
 /// Each voxel's mixing weights are the template's tissue fractions at its MNI position
 /// (a spatial prior, as in SPM's and FAST's segmentation), flattened towards uniform so
 /// that head-size and pose differences do not pin a voxel to the template's class. The
 /// fit starts from T1 contrast: WM at the histogram's WM peak, GM at 0.75 and CSF at 0.45
 /// of it (the template's tissue means).
-fn fit_mixture(samples: &[(f64, [f64; 3])], peak: f64) -> [f64; 3] {
+fn fit_mixture(samples: &[(f64, [f64; 3])], peak: f64, shared_noise: bool) -> [f64; 3] {
     let mut mu = [0.45 * peak, 0.75 * peak, peak];
     let mut var = [(0.05 * peak).powi(2); 3];
     let floor = (0.005 * peak).powi(2);
@@ -350,8 +358,22 @@ fn fit_mixture(samples: &[(f64, [f64; 3])], peak: f64) -> [f64; 3] {
                 var[c] = (s2[c] / s0[c] - mu[c] * mu[c]).max(floor);
             }
         }
+        if shared_noise {
+            var = [pooled(&s0, &var).max(floor); 3];
+        }
     }
     mu
+}
+
+/// The variance pooled over classes with weights `n` and variances `var` (0 without
+/// weight).
+fn pooled<const N: usize>(n: &[f64; N], var: &[f64; N]) -> f64 {
+    let total: f64 = n.iter().sum();
+    if total > 0.0 {
+        n.iter().zip(var).map(|(n, v)| n * v).sum::<f64>() / total
+    } else {
+        0.0
+    }
 }
 
 /// The WM peak: the mode of the upper half of the histogram of voxels above 5 % of `max`.
@@ -462,7 +484,7 @@ fn pv_voxels(
 }
 
 /// The fitted partial-volume model: tissue means and noise SDs (background's mean is 0
-/// and its SD CSF's) and a global weight per class.
+/// and its SD CSF's, or all SDs one shared value) and a global weight per class.
 struct PvModel {
     mu: [f64; 4],
     sigma: [f64; 4],
@@ -472,8 +494,10 @@ struct PvModel {
 impl PvModel {
     /// Fits means, SDs and class weights by EM, starting from the pure-tissue mixture's
     /// means `init` (CSF, GM, WM). Mixtures take a uniform fraction in [0, 1] of their
-    /// darker tissue; only pure voxels update the means and SDs.
-    fn fit(voxels: &[PvVoxel], init: [f64; 3]) -> PvModel {
+    /// darker tissue; only pure voxels update the means and SDs. With `shared_noise` the
+    /// tissues share one SD, so a tissue with few pure voxels cannot widen over the
+    /// mixtures next to it.
+    fn fit(voxels: &[PvVoxel], init: [f64; 3], shared_noise: bool) -> PvModel {
         let mut m = PvModel {
             mu: [0.0, init[0], init[1], init[2]],
             sigma: [0.03 * init[2]; 4],
@@ -523,6 +547,11 @@ impl PvModel {
                 }
             }
             m.sigma[TB] = m.sigma[TC];
+            if shared_noise {
+                let n = [TC, TG, TW].map(|c| if s0[c] > 1.0 { s0[c] } else { 0.0 });
+                let var = [TC, TG, TW].map(|c| m.sigma[c] * m.sigma[c]);
+                m.sigma = [pooled(&n, &var).max(floor * floor).sqrt(); 4];
+            }
             for c in 0..CLASSES {
                 if denom[c] > 0.0 {
                     m.weight[c] = (s0[c] / denom[c]).max(1e-6);
