@@ -547,69 +547,72 @@ impl FidelityReport {
         let v = &self.ventricular_volume;
         let b = &self.brain_volume;
         let a = &self.age;
-        let _ = writeln!(
-            md,
-            "| ventricular volume sweep: r (measured vs requested) | {} | – (Figure 2) |",
-            num(v.ventricular_fit.pearson_r, 3)
-        );
-        let _ = writeln!(
-            md,
-            "| ventricular volume sweep: slope (mm³ per requested mm³) | {} | – |",
-            num(v.ventricular_fit.slope, 3)
-        );
-        let _ = writeln!(
-            md,
-            "| brain volume sweep: r (measured vs requested) | {} | – (Figure 3) |",
-            num(b.brain_fit.pearson_r, 3)
-        );
-        let _ = writeln!(
-            md,
-            "| brain volume sweep: slope (mm³ per requested mm³) | {} | – |",
-            num(b.brain_fit.slope, 3)
-        );
+        let mut rows: Vec<(String, String, &str)> = vec![
+            (
+                "ventricular volume sweep: r (measured vs requested)".into(),
+                num(v.ventricular_fit.pearson_r, 3),
+                "– (Figure 2)",
+            ),
+            (
+                "ventricular volume sweep: slope (mm³ per requested mm³)".into(),
+                num(v.ventricular_fit.slope, 3),
+                "–",
+            ),
+            (
+                "brain volume sweep: r (measured vs requested)".into(),
+                num(b.brain_fit.pearson_r, 3),
+                "– (Figure 3)",
+            ),
+            (
+                "brain volume sweep: slope (mm³ per requested mm³)".into(),
+                num(b.brain_fit.slope, 3),
+                "–",
+            ),
+        ];
         if let Some(t) = &self.training_subjects {
-            let _ = writeln!(
-                md,
-                "| ventricular volume, {}: r | {} | {} |",
-                t.label(),
+            let paper = if t.asks_training_subjects() {
+                "0.972 (SynthSeg, 1000 samples)"
+            } else {
+                "–"
+            };
+            rows.push((
+                format!("ventricular volume, {}: r", t.label()),
                 num(t.ventricular_fit.pearson_r, 3),
-                if t.asks_training_subjects() {
-                    "0.972 (SynthSeg, 1000 samples)"
-                } else {
-                    "–"
-                }
-            );
-            let _ = writeln!(
-                md,
-                "| brain volume, {}: r | {} | – |",
-                t.label(),
-                num(t.brain_fit.pearson_r, 3)
-            );
+                paper,
+            ));
+            rows.push((
+                format!("brain volume, {}: r", t.label()),
+                num(t.brain_fit.pearson_r, 3),
+                "–",
+            ));
         }
-        let _ = writeln!(
-            md,
-            "| age sweep: ventricular volume per year (r) | {} mm³ ({}) | larger with age |",
-            num(a.ventricular_fit.slope, 0),
-            num(a.ventricular_fit.pearson_r, 3)
-        );
-        let _ = writeln!(
-            md,
-            "| age sweep: brain volume per year (r) | {} mm³ ({}) | smaller with age |",
-            num(a.brain_fit.slope, 0),
-            num(a.brain_fit.pearson_r, 3)
-        );
+        let per_year =
+            |fit: &LineFit| format!("{} mm³ ({})", num(fit.slope, 0), num(fit.pearson_r, 3));
+        rows.push((
+            "age sweep: ventricular volume per year (r)".into(),
+            per_year(&a.ventricular_fit),
+            "larger with age",
+        ));
+        rows.push((
+            "age sweep: brain volume per year (r)".into(),
+            per_year(&a.brain_fit),
+            "smaller with age",
+        ));
         let d = &self.diversity;
-        let _ = writeln!(
-            md,
-            "| diversity: MS-SSIM of generated pairs | {} | 0.6555 (LDM, 1000 pairs) |",
-            num(Some(d.generated.mean_ms_ssim), 4)
-        );
+        rows.push((
+            "diversity: MS-SSIM of generated pairs".into(),
+            num(Some(d.generated.mean_ms_ssim), 4),
+            "0.6555 (LDM, 1000 pairs)",
+        ));
         if let Some(c) = &d.cohort {
-            let _ = writeln!(
-                md,
-                "| diversity: MS-SSIM of cohort pairs | {} | 0.6536 (UK Biobank) |",
-                num(Some(c.report.mean_ms_ssim), 4)
-            );
+            rows.push((
+                "diversity: MS-SSIM of cohort pairs".into(),
+                num(Some(c.report.mean_ms_ssim), 4),
+                "0.6536 (UK Biobank)",
+            ));
+        }
+        for (measure, value, paper) in rows {
+            let _ = writeln!(md, "| {measure} | {value} | {paper} |");
         }
         md.push('\n');
 
