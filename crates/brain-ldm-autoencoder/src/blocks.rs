@@ -60,11 +60,11 @@ impl Norm {
     }
 
     fn stats(&self, x: &Tensor, s: &Streaming) -> Result<GroupStats> {
-        GroupStats::compute(x, self.groups, self.eps, s.slab_elements)
+        GroupStats::compute(&self.norm, x, self.groups, self.eps, s.slab_elements)
     }
 
     fn apply_slab(&self, stats: &GroupStats, slab: &Tensor, silu: bool) -> Result<Tensor> {
-        stats.apply(slab, &self.weight, &self.bias, silu)
+        stats.apply(&self.norm, slab, &self.weight, &self.bias, silu)
     }
 }
 

@@ -258,7 +258,8 @@ impl PatchDiscriminatorConfig {
         if let NormKind::Group { num_groups, .. } = self.norm {
             let widest = self.channels << self.num_layers_d;
             if num_groups == 0
-                || (0..self.num_layers_d).any(|l| (self.channels << (l + 1)) % num_groups != 0)
+                || (0..self.num_layers_d)
+                    .any(|l| !(self.channels << (l + 1)).is_multiple_of(num_groups))
             {
                 return fail(format!(
                     "GROUP norm: {num_groups} groups must divide every layer's channels (up to {widest})"

@@ -11,60 +11,37 @@
 //! These paths write into tensors in place, so no gradient flows through them; they are used
 //! for inference only (see [`crate::Streaming`]).
 
-use brain_ldm_nn::{ops, Conv3d, Conv3dConfig};
-use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
-use rayon::prelude::*;
+use brain_ldm_nn::{ops, Conv3d, Conv3dConfig, GroupNorm, GroupNormStatistics};
+use candle_core::{DType, Result, Tensor};
 
-/// Runs `f(plane_index, plane)` on every `[d, h, w]` plane (one per sample and channel) of an
-/// f32 CPU tensor `[b, c, d, h, w]` whose planes are each contiguous (a contiguous tensor or
-/// a depth-narrowed view of one), in parallel; `None` for other tensors.
-fn map_planes<R: Send>(x: &Tensor, f: impl Fn(usize, &[f32]) -> R + Sync) -> Option<Vec<R>> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 5 {
-        return None;
-    }
-    let (storage, layout) = x.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-        return None;
-    };
-    let (dims, st) = (layout.dims(), layout.stride());
-    let plane = dims[2] * dims[3] * dims[4];
-    if st[4] != 1 || st[3] != dims[4] || st[2] != dims[3] * dims[4] {
-        return None;
-    }
-    let offset = layout.start_offset();
-    let channels = dims[1];
-    Some(
-        (0..dims[0] * channels)
-            .into_par_iter()
-            .map(|i| {
-                let start = offset + (i / channels) * st[0] + (i % channels) * st[1];
-                f(i, &data[start..start + plane])
-            })
-            .collect(),
-    )
-}
-
-/// Per-(sample, group) mean and reciprocal standard deviation of a whole volume, for a
-/// group norm applied slab by slab.
-pub(crate) struct GroupStats {
-    /// `[b, groups, 1]`, in the input's dtype.
-    mean: Tensor,
-    /// `[b, groups, 1]`, in the input's dtype.
-    rstd: Tensor,
-    /// The same per (sample, group) in f64 on the host, when computed by the CPU path.
-    host: Option<(Vec<f64>, Vec<f64>)>,
-    groups: usize,
+/// Per-(sample, group) statistics of a whole volume, for a group norm applied slab by slab.
+pub(crate) enum GroupStats {
+    /// Computed by brain-ldm-nn's fused CPU group norm (f32 on the CPU).
+    Fused(GroupNormStatistics),
+    /// Computed with candle ops (other devices and dtypes).
+    Composed {
+        /// `[b, groups, 1]`, in the input's dtype.
+        mean: Tensor,
+        /// `[b, groups, 1]`, in the input's dtype.
+        rstd: Tensor,
+        groups: usize,
+    },
 }
 
 impl GroupStats {
-    /// Statistics of `x` `[b, c, d, h, w]` over each group of channels, accumulated in f64
-    /// over depth slabs of about `slab_elements` elements.
+    /// Statistics of `x` `[b, c, d, h, w]` for `norm` (with `groups` groups and `eps`): from
+    /// the fused CPU path when it applies, else accumulated in f64 over depth slabs of about
+    /// `slab_elements` elements.
     pub(crate) fn compute(
+        norm: &GroupNorm,
         x: &Tensor,
         groups: usize,
         eps: f64,
         slab_elements: usize,
     ) -> Result<Self> {
+        if let Some(stats) = norm.statistics(x)? {
+            return Ok(Self::Fused(stats));
+        }
         let (b, c, d, h, w) = x.dims5()?;
         let rows = rows_per_slab(c * h * w, slab_elements, d);
         let mut sum: Option<Tensor> = None;
@@ -95,47 +72,33 @@ impl GroupStats {
         let mean = (sum / n)?;
         let var = ((sum_sq / n)? - mean.sqr()?)?.relu()?;
         let rstd = (var + eps)?.sqrt()?.recip()?;
-        Ok(Self {
+        Ok(Self::Composed {
             mean: mean.to_dtype(x.dtype())?,
             rstd: rstd.to_dtype(x.dtype())?,
-            host: None,
             groups,
         })
     }
 
-    /// `silu?(γ · (x − mean) · rstd + β)` on a slab `[b, c, rows, h, w]`.
+    /// `silu?(γ · (x − mean) · rstd + β)` of `norm` on a slab `[b, c, rows, h, w]`, with
+    /// `weight` = γ and `bias` = β its parameters.
     pub(crate) fn apply(
         &self,
+        norm: &GroupNorm,
         slab: &Tensor,
         weight: &Tensor,
         bias: &Tensor,
         silu: bool,
     ) -> Result<Tensor> {
+        let (mean, rstd, groups) = match self {
+            Self::Fused(stats) => return norm.forward_with_statistics(slab, stats, silu),
+            Self::Composed { mean, rstd, groups } => (mean, rstd, *groups),
+        };
         let dims = slab.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
-        if let Some((mean, rstd)) = &self.host {
-            let gamma = weight.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let beta = bias.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let per_group = c / self.groups;
-            let planes = map_planes(slab, |i, p| {
-                let (ch, g) = (i % c, (i / c) * self.groups + (i % c) / per_group);
-                let scale = gamma[ch] * rstd[g];
-                let (scale, shift) = (scale as f32, (beta[ch] - mean[g] * scale) as f32);
-                let y = p.iter().map(|&v| v * scale + shift);
-                if silu {
-                    y.map(|v| v / (1.0 + (-v).exp())).collect::<Vec<f32>>()
-                } else {
-                    y.collect()
-                }
-            });
-            if let Some(planes) = planes {
-                return Tensor::from_vec(planes.concat(), dims, slab.device());
-            }
-        }
         let y = slab
-            .reshape((b, self.groups, ()))?
-            .broadcast_sub(&self.mean)?
-            .broadcast_mul(&self.rstd)?
+            .reshape((b, groups, ()))?
+            .broadcast_sub(mean)?
+            .broadcast_mul(rstd)?
             .reshape((b, c, ()))?
             .broadcast_mul(&weight.reshape((1, c, 1))?)?
             .broadcast_add(&bias.reshape((1, c, 1))?)?;

@@ -44,7 +44,7 @@ pub use conv::{
 };
 pub use embedding::timestep_embedding;
 pub use error::NnError;
-pub use norm::{group_norm, layer_norm, GroupNorm, LayerNorm};
+pub use norm::{group_norm, layer_norm, GroupNorm, GroupNormStatistics, LayerNorm};
 
 /// Functional forms of the 3D operations.
 pub mod ops {

@@ -1,7 +1,9 @@
 //! Group and layer normalisation, with fused CPU inference paths.
 
 use crate::error::NnError;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor, D};
+use candle_core::{
+    CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Storage, Tensor, D,
+};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -49,7 +51,101 @@ impl GroupNorm {
         self.apply(x, true)
     }
 
-    fn apply(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+    /// The per-(sample, group) statistics that [`Module::forward`] normalises `x` with, for
+    /// applying this norm to parts of a volume too large to normalise at once (see
+    /// [`GroupNorm::forward_with_statistics`]); `None` off the fused CPU path (an f32 CPU
+    /// tensor with f32 parameters).
+    ///
+    /// # Errors
+    /// As [`Module::forward`]: a wrong channel count or a rank below 3.
+    pub fn statistics(&self, x: &Tensor) -> Result<Option<GroupNormStatistics>> {
+        self.check(x)?;
+        if !self.fused(x) {
+            return Ok(None);
+        }
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cpu(storage) = &*storage else {
+            return Ok(None);
+        };
+        let data = contiguous_f32(storage, layout)?;
+        let (channels, spatial) = FusedGroupNorm::extent(layout.dims());
+        let op = self.op(false);
+        let values = data
+            .par_chunks(channels / self.num_groups * spatial)
+            .map(|block| op.statistics(block))
+            .collect();
+        Ok(Some(GroupNormStatistics { values }))
+    }
+
+    /// `group_norm(x)` (then SiLU when `silu`) of `part`, a part of the volume `stats` were
+    /// computed on with the same batch and channels (a depth slab `[b, c, rows, h, w]`, say),
+    /// with the numbers [`Module::forward`] would use on the whole volume. CPU, f32.
+    ///
+    /// # Errors
+    /// As [`Module::forward`], and [`NnError::Geometry`] when `stats` belong to another
+    /// batch size or `part` is not an f32 CPU tensor.
+    pub fn forward_with_statistics(
+        &self,
+        part: &Tensor,
+        stats: &GroupNormStatistics,
+        silu: bool,
+    ) -> Result<Tensor> {
+        const OP: &str = "group_norm";
+        self.check(part)?;
+        let dims = part.dims().to_vec();
+        let (batch, (channels, spatial)) = (dims[0], FusedGroupNorm::extent(&dims));
+        if !self.fused(part) || stats.values.len() != batch * self.num_groups {
+            return Err(NnError::Geometry {
+                op: OP,
+                reason: format!(
+                    "statistics of {} (sample, group) pairs for a {:?} {:?} part of batch {batch} \
+                     with {} groups (an f32 CPU tensor is needed)",
+                    stats.values.len(),
+                    part.dtype(),
+                    dims,
+                    self.num_groups
+                ),
+            }
+            .into());
+        }
+        // Planes (one per sample and channel) must each be contiguous; a depth slab of a
+        // contiguous volume is.
+        let strides = part.layout().stride();
+        let planes_contiguous =
+            (2..dims.len()).all(|k| strides[k] == dims[k + 1..].iter().product::<usize>());
+        let part = if planes_contiguous {
+            part.clone()
+        } else {
+            part.contiguous()?
+        };
+        let (gain, shift) = (self.weight.to_vec1::<f32>()?, self.bias.to_vec1::<f32>()?);
+        let (storage, layout) = part.storage_and_layout();
+        let Storage::Cpu(storage) = &*storage else {
+            return Err(NnError::Geometry {
+                op: OP,
+                reason: "the part is not on the CPU".to_string(),
+            }
+            .into());
+        };
+        let data = storage.as_slice::<f32>()?;
+        let (start, st) = (layout.start_offset(), layout.stride());
+        let per_group = channels / self.num_groups;
+        let mut out = vec![0f32; batch * channels * spatial];
+        out.par_chunks_mut(spatial.max(1))
+            .enumerate()
+            .for_each(|(i, dst)| {
+                let (sample, c) = (i / channels, i % channels);
+                let (mean, inv_std) = stats.values[sample * self.num_groups + c / per_group];
+                let from = start + sample * st[0] + c * st[1];
+                let (scale, offset) = scale_offset(gain[c], shift[c], mean, inv_std);
+                normalise(dst, &data[from..from + spatial], scale, offset, silu);
+            });
+        Tensor::from_vec(out, dims, part.device())
+    }
+
+    /// Checks `x`'s rank and channel count.
+    fn check(&self, x: &Tensor) -> Result<()> {
         const OP: &str = "group_norm";
         let dims = x.dims();
         if dims.len() < 3 {
@@ -69,16 +165,30 @@ impl GroupNorm {
             }
             .into());
         }
-        let fused = x.device().is_cpu()
+        Ok(())
+    }
+
+    /// Whether the fused CPU kernels apply to `x` (f32 on the CPU, f32 parameters).
+    fn fused(&self, x: &Tensor) -> bool {
+        x.device().is_cpu()
             && [x, &self.weight, &self.bias]
                 .iter()
-                .all(|t| t.dtype() == DType::F32);
-        if fused {
-            let op = FusedGroupNorm {
-                num_groups: self.num_groups,
-                eps: self.eps,
-                silu,
-            };
+                .all(|t| t.dtype() == DType::F32)
+    }
+
+    /// The fused op of this norm.
+    fn op(&self, silu: bool) -> FusedGroupNorm {
+        FusedGroupNorm {
+            num_groups: self.num_groups,
+            eps: self.eps,
+            silu,
+        }
+    }
+
+    fn apply(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        self.check(x)?;
+        if self.fused(x) {
+            let op = self.op(silu);
             let (x, gain, shift) = (
                 x.contiguous()?,
                 self.weight.contiguous()?,
@@ -207,18 +317,8 @@ impl CustomOp3 for FusedGroupNorm {
                 let first_channel = (i % self.num_groups) * per_group;
                 for (k, (d, s)) in dst.chunks_mut(spatial).zip(src.chunks(spatial)).enumerate() {
                     let c = first_channel + k;
-                    let scale = (gain[c] as f64 * inv_std) as f32;
-                    let offset = (shift[c] as f64 - mean * gain[c] as f64 * inv_std) as f32;
-                    if self.silu {
-                        for (d, &s) in d.iter_mut().zip(s) {
-                            let y = s * scale + offset;
-                            *d = y / (1.0 + exp(-y));
-                        }
-                    } else {
-                        for (d, &s) in d.iter_mut().zip(s) {
-                            *d = s * scale + offset;
-                        }
-                    }
+                    let (scale, offset) = scale_offset(gain[c], shift[c], mean, inv_std);
+                    normalise(d, s, scale, offset, self.silu);
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -346,6 +446,35 @@ impl CustomOp3 for FusedGroupNormBackward {
     }
 }
 
+/// Per-(sample, group) mean and `1 / sqrt(var + eps)` of a group norm's input, computed once
+/// over a whole volume by [`GroupNorm::statistics`] so that the norm can be applied to it part
+/// by part ([`GroupNorm::forward_with_statistics`]).
+#[derive(Debug, Clone)]
+pub struct GroupNormStatistics {
+    /// `(mean, 1 / std)` per (sample, group), sample-major.
+    values: Vec<(f64, f64)>,
+}
+
+/// The f32 scale and offset that normalise a channel with gain `gain` and shift `shift`.
+fn scale_offset(gain: f32, shift: f32, mean: f64, inv_std: f64) -> (f32, f32) {
+    let scale = gain as f64 * inv_std;
+    (scale as f32, (shift as f64 - mean * scale) as f32)
+}
+
+/// `dst = silu?(src · scale + offset)`.
+fn normalise(dst: &mut [f32], src: &[f32], scale: f32, offset: f32, silu: bool) {
+    if silu {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            let y = s * scale + offset;
+            *d = y / (1.0 + exp(-y));
+        }
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s * scale + offset;
+        }
+    }
+}
+
 /// `e^x` in f32 to about 2 ulp (Cephes' `expf`: `2^k · p(r)`, a degree-7 polynomial on
 /// `|r| ≤ ln 2 / 2`), branch-free so that loops over it vectorise; saturates outside
 /// [−87.3, 88.3] (the results stay finite and positive).
@@ -454,6 +583,48 @@ pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// A group norm applied depth slab by slab with whole-volume statistics gives the floats
+    /// of the norm on the whole volume, with and without SiLU; statistics of another batch
+    /// size and tensors off the fused path are refused.
+    #[test]
+    fn slabs_with_statistics_equal_the_whole_volume() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, c, d) = (2, 6, 7);
+        let x = (Tensor::randn(0f32, 1.0, (b, c, d, 5, 3), &dev)? * 3.0)?;
+        let norm = GroupNorm::new(
+            Tensor::randn(1f32, 0.5, c, &dev)?,
+            Tensor::randn(0f32, 0.5, c, &dev)?,
+            3,
+            1e-6,
+        )?;
+        let stats = norm.statistics(&x)?.expect("f32 on the CPU");
+        for silu in [false, true] {
+            let whole = norm.apply(&x, silu)?;
+            let slabs = [(0, 3), (3, 1), (4, 3)]
+                .iter()
+                .map(|&(at, len)| {
+                    norm.forward_with_statistics(&x.narrow(2, at, len)?, &stats, silu)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let slabs = Tensor::cat(&slabs, 2)?;
+            let diff = (whole - slabs)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "silu {silu}");
+        }
+        let other = norm
+            .statistics(&x.narrow(0, 0, 1)?)?
+            .expect("f32 on the CPU");
+        assert!(norm.forward_with_statistics(&x, &other, false).is_err());
+        assert!(norm.statistics(&x.to_dtype(DType::F64)?)?.is_none());
+        Ok(())
+    }
+
     #[test]
     fn fast_exp_matches_f64_within_a_few_ulp() {
         let mut worst = 0f64;

@@ -102,7 +102,7 @@ pub(crate) fn train_until<T: Stage>(
         let epoch = batch_items(trainer.train_len(), c.batch_size, c.seed, last_micro).0;
         let StepLosses { lr, losses } = train_step(trainer)?;
         let step = trainer.steps_done();
-        let validation = if c.validate_every > 0 && step % c.validate_every == 0 {
+        let validation = if c.validate_every > 0 && step.is_multiple_of(c.validate_every) {
             trainer.validate()?
         } else {
             None
@@ -118,7 +118,7 @@ pub(crate) fn train_until<T: Stage>(
             warning: None,
         };
         trainer.run_dir().log(&report.to_json())?;
-        if (c.checkpoint_every > 0 && step % c.checkpoint_every == 0) || step == end {
+        if (c.checkpoint_every > 0 && step.is_multiple_of(c.checkpoint_every)) || step == end {
             trainer.checkpoint()?;
             report.warning = plot_run(&trainer.run_dir().out);
         }
