@@ -4,10 +4,14 @@
 //!
 //! ```text
 //! cargo run --release -p brain-ldm-autoencoder --example autoencoder_reconstruct -- \
-//!     [--weights models/autoencoder.pt] [--input T1.nii.gz] [--output recon.nii.gz] [--seed 0]
+//!     [--weights models/autoencoder.pt] [--input T1.nii.gz] [--output recon.nii.gz] [--seed 0] \
+//!     [--only encode|decode]
 //! ```
 //! Without `--weights` the bundle's architecture gets seeded random weights (a timing and
-//! memory run: the picture is meaningless). Run under `/usr/bin/time -v` for the peak memory.
+//! memory run: the picture is meaningless). `--only encode` stops after the encoder; `--only
+//! decode` decodes a seeded random latent `1×3×20×28×20` (uniform, variance 1) instead of the
+//! encoded input: one operation per process, as `scripts/bench_monai.py ae-encode` /
+//! `ae-decode` time MONAI. Run under `/usr/bin/time -v` for the peak memory.
 
 use brain_ldm_autoencoder::{AutoencoderKL, AutoencoderKLConfig};
 use brain_ldm_nifti::{preprocess::PreprocessOptions, read, write, Volume};
@@ -55,6 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut output = "autoencoder_reconstruction.nii.gz".to_string();
     let mut seed = 0u64;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -63,9 +68,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--input" => input = value()?,
             "--output" => output = value()?,
             "--seed" => seed = value()?.parse()?,
+            "--only" => only = Some(value()?),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
+    let (encode, decode) = match only.as_deref() {
+        None => (true, true),
+        Some("encode") => (true, false),
+        Some("decode") => (false, true),
+        Some(other) => return Err(format!("--only takes encode or decode, not {other}").into()),
+    };
     let cfg = AutoencoderKLConfig::brain_ldm();
     let ae = match &weights {
         Some(path) => AutoencoderKL::load(path, &cfg, &Device::Cpu)?,
@@ -75,17 +87,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let volume = PreprocessOptions::brain_ldm().apply(&read(&input)?)?;
-    let x = volume.to_tensor(&Device::Cpu)?;
-    println!("input {:?} from {input}", x.dims());
-
-    let start = Instant::now();
-    let (mu, _sigma) = ae.encode(&x)?;
-    println!(
-        "encode: {:.2} s → latent {:?}",
-        start.elapsed().as_secs_f64(),
-        mu.dims()
-    );
-    drop(x);
+    let mu = if !encode {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let latent: Vec<f32> = (0..3 * 20 * 28 * 20)
+            .map(|_| rng.random_range(-3f32.sqrt()..3f32.sqrt()))
+            .collect();
+        println!("decoding a random latent (mean 0, variance 1), seed {seed}");
+        Tensor::from_vec(latent, (1, 3, 20, 28, 20), &Device::Cpu)?
+    } else {
+        let x = volume.to_tensor(&Device::Cpu)?;
+        println!("input {:?} from {input}", x.dims());
+        let start = Instant::now();
+        let (mu, _sigma) = ae.encode(&x)?;
+        println!(
+            "encode: {:.2} s → latent {:?}",
+            start.elapsed().as_secs_f64(),
+            mu.dims()
+        );
+        mu
+    };
+    if !decode {
+        return Ok(());
+    }
     let start = Instant::now();
     let recon = ae.decode(&mu)?;
     println!(

@@ -18,11 +18,11 @@ pub struct Streaming {
 }
 
 impl Default for Streaming {
-    /// Layers of 2²⁵ elements (128 MiB in f32) or more, in slabs of about 2²⁴ elements.
+    /// Layers of 2²⁵ elements (128 MiB in f32) or more, in slabs of about 2²³ elements.
     fn default() -> Self {
         Self {
             min_elements: 1 << 25,
-            slab_elements: 1 << 24,
+            slab_elements: 1 << 23,
         }
     }
 }
