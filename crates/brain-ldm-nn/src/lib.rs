@@ -10,7 +10,8 @@
 //!   (used off the CPU and as the test oracle); [`ops::conv_transpose3d`] /
 //!   [`ConvTranspose3d`].
 //! * [`ops::upsample_nearest3d`], [`ops::avg_pool3d`].
-//! * [`GroupNorm`] (with a fused SiLU), [`LayerNorm`], re-exported [`Linear`].
+//! * [`GroupNorm`] (with a fused SiLU, and whole-volume statistics for applying it slab by
+//!   slab), [`LayerNorm`], re-exported [`Linear`].
 //! * [`attention`]: multi-head scaled-dot-product attention in query chunks, so memory stays
 //!   bounded for large volumes; optional f32 softmax for half-precision inputs.
 //! * [`timestep_embedding`]: MONAI's sinusoidal embedding (cosines first);
