@@ -101,6 +101,14 @@ pub struct DiffusionModelUNetConfig {
     /// Number of classes for class conditioning (an embedding added to the time embedding).
     #[serde(default)]
     pub num_class_embeds: Option<usize>,
+    /// Also add a learned linear map of the context (its mean over tokens) to the time
+    /// embedding (weights `context_embedding.{weight,bias}`), so that the conditioning reaches
+    /// every residual block through its timestep projection, differently at each timestep,
+    /// besides the cross-attention. Not part of MONAI (off by default, and not written to
+    /// JSON when off, so MONAI's constructor accepts the configuration); requires
+    /// `with_conditioning`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub context_embedding: bool,
     /// Compute the transformers' attention scores in f32 (matters for f16/bf16 weights).
     #[serde(default)]
     pub upcast_attention: bool,
@@ -166,6 +174,7 @@ impl DiffusionModelUNetConfig {
             transformer_num_layers: default_transformer_num_layers(),
             cross_attention_dim: None,
             num_class_embeds: None,
+            context_embedding: false,
             upcast_attention: false,
             dropout_cattn: 0.0,
             include_fc: true,
@@ -224,6 +233,12 @@ impl DiffusionModelUNetConfig {
         }
         if self.cross_attention_dim.is_some() && !self.with_conditioning {
             return fail("DiffusionModelUNet expects with_conditioning=True when specifying the cross_attention_dim.".into());
+        }
+        if self.context_embedding && !self.with_conditioning {
+            return fail(
+                "context_embedding needs with_conditioning = true (it embeds the cross-attention context)"
+                    .into(),
+            );
         }
         if !(0.0..=1.0).contains(&self.dropout_cattn) {
             return fail("Dropout cannot be negative or >1.0!".into());

@@ -22,6 +22,11 @@
 //! takes the exact shortcut `out_proj(to_v(context))` (the softmax over one key is 1) when
 //! no gradient is tracked.
 //!
+//! One addition beyond MONAI, off by default:
+//! [`context_embedding`](DiffusionModelUNetConfig::context_embedding) adds a linear map of
+//! the context to the time embedding (as a class embedding is added), so that covariates
+//! reach every residual block at every noise level.
+//!
 //! Tensors are `[batch, channels, depth, height, width]`.
 #![warn(missing_docs)]
 

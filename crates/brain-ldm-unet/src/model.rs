@@ -53,6 +53,7 @@ pub struct DiffusionModelUNet {
     conv_in: Conv3d,
     time_embed: (Linear, Linear),
     class_embedding: Option<Embedding>,
+    context_embedding: Option<Linear>,
     down_blocks: Vec<DownBlock>,
     middle_block: MidBlock,
     up_blocks: Vec<UpBlock>,
@@ -130,6 +131,10 @@ impl DiffusionModelUNet {
         let class_embedding = match config.num_class_embeds {
             Some(n) => Some(candle_nn::embedding(n, temb, vb.pp("class_embedding"))?),
             None => None,
+        };
+        let context_embedding = match (config.context_embedding, config.cross_attention_dim) {
+            (true, Some(width)) => Some(linear(width, temb, vb.pp("context_embedding"))?),
+            _ => None,
         };
 
         let mut down_blocks = Vec::with_capacity(levels);
@@ -251,6 +256,7 @@ impl DiffusionModelUNet {
             conv_in,
             time_embed,
             class_embedding,
+            context_embedding,
             down_blocks,
             middle_block,
             up_blocks,
@@ -321,7 +327,7 @@ impl DiffusionModelUNet {
     /// - `context`: `[b, tokens, cross_attention_dim]`, only for a model `with_conditioning`
     ///   (the brain bundle: `[b, 1, 4]`, the covariates). Without it the transformers attend
     ///   to the voxels themselves, as MONAI does, which needs `cross_attention_dim` equal to
-    ///   their width;
+    ///   their width; a model with `context_embedding` requires it;
     /// - `class_labels`: `[b]` (or `[1]`) integers in `0..num_class_embeds`, required exactly
     ///   when the model has `num_class_embeds`;
     /// - output: `[b, out_channels, d, h, w]`.
@@ -340,7 +346,7 @@ impl DiffusionModelUNet {
         self.check_inputs(x, timesteps, context, class_labels)?;
         let cfg = &self.config;
 
-        // 1. time (and class) embedding; every residual block uses silu(emb).
+        // 1. time (and class, and context) embedding; every residual block uses silu(emb).
         let t_emb = timestep_embedding(timesteps, cfg.channels[0], 10000.0)?.to_dtype(x.dtype())?;
         let mut emb = self
             .time_embed
@@ -349,6 +355,9 @@ impl DiffusionModelUNet {
         if let (Some(embedding), Some(labels)) = (&self.class_embedding, class_labels) {
             let ids = labels.to_dtype(DType::U32)?;
             emb = emb.broadcast_add(&embedding.forward(&ids)?.to_dtype(x.dtype())?)?;
+        }
+        if let (Some(embedding), Some(context)) = (&self.context_embedding, context) {
+            emb = emb.broadcast_add(&embedding.forward(&context.mean(1)?)?)?;
         }
         let emb_act = emb.silu()?;
 
@@ -422,6 +431,12 @@ impl DiffusionModelUNet {
                         got: d.to_vec(),
                     });
                 }
+            }
+            (None, Some(_)) if cfg.context_embedding => {
+                return Err(UnetError::Input {
+                    input: "context",
+                    reason: "required by the model's context_embedding".into(),
+                })
             }
             (None, Some(width)) => {
                 if let Some(w) = self.transformer_widths.iter().find(|&&w| w != width) {

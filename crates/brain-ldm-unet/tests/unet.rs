@@ -324,3 +324,133 @@ fn self_attention_model_rejects_context() {
         })
     ));
 }
+
+/// `context_embedding` adds `W · mean(context tokens) + b` to the time embedding, exactly
+/// where a class embedding goes: with `b` chosen so that the sum equals class 0's
+/// embedding row, the two models (sharing every other weight) give the same output.
+#[test]
+fn context_embedding_adds_the_mean_token_to_the_time_embedding() {
+    let dev = Device::Cpu;
+    let json = r#"{"spatial_dims": 3, "in_channels": 3, "out_channels": 2, "channels": [8, 16],
+        "attention_levels": [false, true], "num_head_channels": 8, "num_res_blocks": 1,
+        "norm_num_groups": 4, "with_conditioning": true, "cross_attention_dim": 4}"#;
+    let mut with_class = config(json);
+    with_class.num_class_embeds = Some(1);
+    let mut with_context = config(json);
+    with_context.context_embedding = true;
+    // One VarMap: the second model reuses every weight of the first by name and adds
+    // `context_embedding.{weight,bias}`.
+    let vars = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &dev);
+    let class_model = DiffusionModelUNet::new(&with_class, vb.clone()).expect("class model");
+    let context_model = DiffusionModelUNet::new(&with_context, vb).expect("context model");
+
+    let x = Tensor::randn(0f32, 1., (1, 3, 4, 6, 4), &dev).unwrap();
+    let t = Tensor::new(&[321u32], &dev).unwrap();
+    let context = Tensor::randn(0f32, 1., (1, 2, 4), &dev).unwrap();
+    let data = vars.data().lock().unwrap();
+    // Random everywhere (MONAI zero-initialises the output convolution, among others).
+    for var in data.values() {
+        var.set(&Tensor::randn(0f32, 0.3, var.shape(), &dev).unwrap())
+            .unwrap();
+    }
+    let class_row = data["class_embedding.weight"].as_tensor().get(0).unwrap();
+    let weight = Tensor::randn(0f32, 1., (with_context.time_embed_dim(), 4), &dev).unwrap();
+    let projected = context
+        .mean(1)
+        .unwrap()
+        .matmul(&weight.t().unwrap())
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    data["context_embedding.weight"].set(&weight).unwrap();
+    data["context_embedding.bias"]
+        .set(&(class_row - projected).unwrap())
+        .unwrap();
+    drop(data);
+
+    let label = Tensor::new(&[0u32], &dev).unwrap();
+    let want = class_model
+        .forward(&x, &t, Some(&context), Some(&label))
+        .unwrap();
+    let got = context_model.forward(&x, &t, Some(&context), None).unwrap();
+    let err = (want.clone() - got)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(scale > 0.0);
+    assert!(err <= 1e-5 * scale.max(1.0), "max abs error {err}");
+
+    // Training reaches the embedding.
+    let grads = squared_output_sum(&context_model, &x, &t, &context)
+        .backward()
+        .unwrap();
+    let data = vars.data().lock().unwrap();
+    let grad = grads
+        .get(data["context_embedding.weight"].as_tensor())
+        .expect("gradient of context_embedding.weight");
+    assert!(
+        grad.abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    );
+    drop(data);
+
+    // The embedding needs the context, and only conditioned models can have it.
+    assert!(matches!(
+        context_model.forward(&x, &t, None, None),
+        Err(UnetError::Input {
+            input: "context",
+            ..
+        })
+    ));
+    let mut unconditioned = DiffusionModelUNetConfig::new(3, 2);
+    unconditioned.context_embedding = true;
+    assert!(matches!(
+        unconditioned.validate(),
+        Err(UnetError::Config(m)) if m.contains("context_embedding")
+    ));
+}
+
+/// A scalar loss of the model's output, for gradients.
+fn squared_output_sum(
+    model: &DiffusionModelUNet,
+    x: &Tensor,
+    t: &Tensor,
+    context: &Tensor,
+) -> Tensor {
+    model
+        .forward(x, t, Some(context), None)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+}
+
+/// The non-MONAI `context_embedding` is written to JSON only when on, so a configuration
+/// without it stays one MONAI's constructor accepts.
+#[test]
+fn context_embedding_is_in_the_json_only_when_on() {
+    let mut cfg = DiffusionModelUNetConfig::brain_ldm();
+    let off = serde_json::to_string(&cfg).unwrap();
+    assert!(!off.contains("context_embedding"));
+    cfg.context_embedding = true;
+    let on = serde_json::to_string(&cfg).unwrap();
+    assert_eq!(DiffusionModelUNetConfig::from_json(&on).unwrap(), cfg);
+}
