@@ -20,14 +20,10 @@ resume=(); [ -e "$work/ae/latest" ] && resume=(--resume)
 "$bin" train autoencoder --data "$work/cohort" --config configs/demo/ae.toml \
   --out "$work/ae" "${resume[@]}"
 
-stage "stage 2: latent diffusion (configs/demo/ldm.toml, 600 steps)"
+stage "stage 2: latent diffusion (configs/demo/ldm.toml, 1000 steps)"
 resume=(); [ -e "$work/ldm/latest" ] && resume=(--resume)
 "$bin" train diffusion --data "$work/cohort" --autoencoder "$work/ae" \
   --config configs/demo/ldm.toml --out "$work/ldm" "${resume[@]}"
-
-stage "stage 2b: continued to 1000 steps (configs/demo/ldm-continue.toml)"
-"$bin" train diffusion --data "$work/cohort" --autoencoder "$work/ae" \
-  --config configs/demo/ldm-continue.toml --out "$work/ldm" --resume
 
 stage "export: f16 model folder in $work/demo"
 rm -rf "$work/demo"

@@ -471,6 +471,10 @@ fn parse<T: serde::de::DeserializeOwned + Serialize>(text: &str, path: &Path) ->
     Ok(config)
 }
 
+/// Keys a configuration accepts but does not always write back: the UNet's old name
+/// `num_channels`, and its `context_embedding`, which is written only when on.
+const UNWRITTEN_KEYS: [&str; 2] = ["num_channels", "context_embedding"];
+
 /// The first key of `table` (recursively) that `known` lacks; `scheduler` is free-form.
 fn check_keys(
     table: &toml::Table,
@@ -479,9 +483,8 @@ fn check_keys(
 ) -> std::result::Result<(), String> {
     for (key, value) in table {
         let path = format!("{prefix}{key}");
-        let aliased = key == "num_channels";
         let Some(inner) = known.get(key) else {
-            if aliased {
+            if UNWRITTEN_KEYS.contains(&key.as_str()) {
                 continue;
             }
             return Err(path);

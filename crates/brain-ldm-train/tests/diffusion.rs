@@ -166,6 +166,22 @@ fn bad_datasets_are_typed_errors_before_training() {
     assert!(!out.exists());
 }
 
+/// The demo's configurations (`scripts/train-demo.sh`) parse and validate, and a UNet option
+/// that is not written back when off (`context_embedding = false`) is not an unknown key.
+#[test]
+fn demo_configurations_parse() {
+    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo");
+    AutoencoderTrainConfig::from_file(configs.join("ae.toml")).unwrap();
+    let ldm = DiffusionTrainConfig::from_file(configs.join("ldm.toml")).unwrap();
+    assert!(ldm.model.context_embedding);
+    let off = DiffusionTrainConfig::from_toml(
+        &format!("{TINY_UNET}context_embedding = false\n"),
+        "ldm.toml".as_ref(),
+    )
+    .unwrap();
+    assert!(!off.model.context_embedding);
+}
+
 #[test]
 fn without_dropout_the_model_folder_has_no_null_condition() {
     let dir = tempfile::tempdir().unwrap();
