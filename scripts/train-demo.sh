@@ -25,6 +25,10 @@ resume=(); [ -e "$work/ldm/latest" ] && resume=(--resume)
 "$bin" train diffusion --data "$work/cohort" --autoencoder "$work/ae" \
   --config configs/demo/ldm.toml --out "$work/ldm" "${resume[@]}"
 
+stage "stage 2b: continued to 1500 steps (configs/demo/ldm-continue.toml)"
+"$bin" train diffusion --data "$work/cohort" --autoencoder "$work/ae" \
+  --config configs/demo/ldm-continue.toml --out "$work/ldm" --resume
+
 stage "export: f16 model folder in $work/demo"
 rm -rf "$work/demo"
 "$bin" convert --model "$work/ldm" --dtype f16 --out "$work/demo"

@@ -172,8 +172,10 @@ fn bad_datasets_are_typed_errors_before_training() {
 fn demo_configurations_parse() {
     let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo");
     AutoencoderTrainConfig::from_file(configs.join("ae.toml")).unwrap();
-    let ldm = DiffusionTrainConfig::from_file(configs.join("ldm.toml")).unwrap();
-    assert!(ldm.model.context_embedding);
+    for name in ["ldm.toml", "ldm-continue.toml"] {
+        let ldm = DiffusionTrainConfig::from_file(configs.join(name)).unwrap();
+        assert!(ldm.model.context_embedding, "{name}");
+    }
     let off = DiffusionTrainConfig::from_toml(
         &format!("{TINY_UNET}context_embedding = false\n"),
         "ldm.toml".as_ref(),
