@@ -1,17 +1,25 @@
-//! Winograd F(2×2×2, 3×3×3) for 3×3×3 stride-1 convolutions: 64 multiplies per 2×2×2 output
-//! tile and channel pair instead of 216.
+//! Winograd convolution for 3×3×3 stride-1 convolutions: F(m×m×m, 3×3×3) computes an m×m×m
+//! output tile from an (m + 2)³ input tile with (m + 2)³ multiplies per channel pair instead
+//! of 27·m³. Two algorithms ([`Algorithm`]):
 //!
-//! The Lavin–Gray F(2, 3) matrices are applied along each axis: weights `g` become
-//! `U = G g Gᵀ` (64 transformed taps), overlapping 4×4×4 input tiles `d` (stride 2, zeros
-//! outside the input) become `V = Bᵀ d B`, and for each of the 64 transformed taps `ξ` one
-//! GEMM gives `M[ξ] = U[ξ] · V[ξ]` (`c_out × c_in` times `c_in × tiles`); each output tile is
-//! `Aᵀ M A`. Tiles are numbered depth-, then height-, then width-major and processed a chunk
-//! at a time ([`CHUNK_TILES`] tiles per chunk when there are many), in three parallel phases:
-//! input transform (per input channel), GEMMs (per block of output channels and taps), output
-//! transform (per output channel). Transforms run on runs of up to [`NT`] tiles consecutive
-//! along the width, so every step is an elementwise operation on `NT`-float arrays. The GEMMs
-//! run a register-blocked microkernel for AVX-512, AVX2+FMA or plain Rust, chosen at run time;
-//! all three sum in the same order and give the same floats.
+//! * [`f4::F4`], F(4×4×4, 3×3×3): 216 multiplies per 64 outputs (8× fewer than direct), for
+//!   volumes with many tiles. Its transforms (interpolation points 0, 1, −1, 2, −½, ∞) have
+//!   larger coefficients, so it rounds more: about 1e-5 of the output's scale in f32 against
+//!   1e-6 for F(2, 3).
+//! * [`f2::F2`], F(2×2×2, 3×3×3): 64 multiplies per 8 outputs, for small volumes with many
+//!   channels, where F(4, 3)'s larger tiles would mostly cover padding.
+//!
+//! Each applies its 1D matrices along every axis: weights `g` become `U = G g Gᵀ`,
+//! overlapping input tiles `d` (stride m, zeros outside the input) become `V = Bᵀ d B`, and for
+//! each transformed tap `ξ` one GEMM gives `M[ξ] = U[ξ] · V[ξ]` (`c_out × c_in` times
+//! `c_in × tiles`); each output tile is `Aᵀ M A`. Tiles are numbered depth-, then height-, then
+//! width-major and processed a chunk at a time ([`CHUNK_TILES`] tiles per chunk when there
+//! are many), in three parallel phases: input transform (per input channel), GEMMs (per block
+//! of output channels and taps), output transform (per output channel). Transforms run on
+//! runs of up to [`NT`] tiles consecutive along the width, so every step is an elementwise
+//! operation on `NT`-float arrays. The GEMMs run a register-blocked microkernel for AVX-512,
+//! AVX2+FMA or plain Rust, chosen at run time; all three sum in the same order and give the
+//! same floats.
 
 use super::geometry::ConvGeometry;
 use rayon::prelude::*;
@@ -20,8 +28,6 @@ use std::sync::Mutex;
 
 /// Tiles per transform block (consecutive along the width).
 const NT: usize = 16;
-/// Transformed taps per tile (4×4×4).
-const XI: usize = 64;
 /// Tiles per chunk when there are many (a multiple of [`NT`]).
 const CHUNK_TILES: usize = 32;
 /// Output channels per register block (and per block of packed weights).
@@ -85,18 +91,72 @@ fn blocks(tiles: [usize; 3], range: Range<usize>) -> Vec<Block> {
 
 /// 3×3×3 stride-1 convolution of one batch item `x` `[c_in, d, h, w]` into `out`
 /// `[c_out, od, oh, ow]`; callers check [`applicable`] first.
+///
+/// F(4, 3) runs where it has at least as many tiles as channels and 64: its weight transform,
+/// 3.4× the size of F(2, 3)'s, is done once per call and must be amortised over the tiles. On
+/// this rule's boundary (`cargo run --release -p brain-ldm-nn --example conv3d_time -- C C 3 1
+/// D H W 7`, median): F(4, 3) takes 0.72× F(2, 3)'s time at 64→64 channels on 20×28×20 (175
+/// tiles of F(4, 3)), 0.81× at 128→128, but 1.17× at 256→256, and 1.45× at 128→128 on 10×14×10
+/// (36 tiles); at 64→64 on 80×112×80 0.56×.
 pub(super) fn conv3d(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
-    let [od, oh, ow] = g.output;
-    let tiles = [od.div_ceil(2), oh.div_ceil(2), ow.div_ceil(2)];
-    let total: usize = tiles.iter().product();
     let dst = OutDest {
         out: SharedMut(out.as_mut_ptr()),
         len: out.len(),
     };
-    if total * (g.c_in + g.c_out) <= g.c_in * g.c_out {
-        few_tiles(x, w, g, tiles, dst);
+    let small = tile_grid::<F2>(g);
+    let large = tile_grid::<F4>(g);
+    let channels = g.c_in.max(g.c_out);
+    if large.iter().product::<usize>() >= channels.max(64) {
+        many_tiles::<F4>(x, w, g, large, dst);
+    } else if small.iter().product::<usize>() * (g.c_in + g.c_out) <= g.c_in * g.c_out {
+        few_tiles::<F2>(x, w, g, small, dst);
     } else {
-        many_tiles(x, w, g, tiles, dst);
+        many_tiles::<F2>(x, w, g, small, dst);
+    }
+}
+
+/// Tiles of algorithm `A` along each axis of the output.
+fn tile_grid<A: Algorithm>(g: &ConvGeometry) -> [usize; 3] {
+    g.output.map(|n| n.div_ceil(A::M))
+}
+
+/// One Winograd algorithm F(m×m×m, 3×3×3): its tile sizes and transforms.
+trait Algorithm {
+    /// Output tile edge `m`; input tiles are `(m + 2)³`, `m` apart.
+    const M: usize;
+    /// Transformed taps per tile, `(m + 2)³`.
+    const TAPS: usize;
+
+    /// Writes `U = G g Gᵀ` of `W` output channels `co0..co0 + W` into `dst`
+    /// `[ξ][c_in][W]`.
+    fn transform_weights_w<const W: usize>(w: &[f32], c_in: usize, co0: usize, dst: &mut [f32]);
+
+    /// Writes `V = Bᵀ d B` of one input channel `x` `[d, h, w]` for the tiles of `blocks` to
+    /// `dst`, prefetching the rows it reads from `next` (the next channel, or empty).
+    fn input_transform(x: &[f32], next: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest);
+
+    /// Writes `Aᵀ M A` of output channel `co` (`m` `[ξ][tc]`) for the tiles of `blocks` to
+    /// `out`, dropping the positions past the output's end.
+    fn output_transform(
+        m: &[f32],
+        tc: usize,
+        blocks: &[Block],
+        g: &ConvGeometry,
+        out: OutDest,
+        co: usize,
+    );
+}
+
+/// Writes `U = G g Gᵀ` of output channels `co0..co0 + width` into `dst` `[ξ][c_in][width]`
+/// (`width = dst.len() / (TAPS·c_in)`, at most [`CB`]).
+fn transform_weights<A: Algorithm>(w: &[f32], c_in: usize, co0: usize, dst: &mut [f32]) {
+    match dst.len() / (A::TAPS * c_in) {
+        6 => A::transform_weights_w::<6>(w, c_in, co0, dst),
+        5 => A::transform_weights_w::<5>(w, c_in, co0, dst),
+        4 => A::transform_weights_w::<4>(w, c_in, co0, dst),
+        3 => A::transform_weights_w::<3>(w, c_in, co0, dst),
+        2 => A::transform_weights_w::<2>(w, c_in, co0, dst),
+        _ => A::transform_weights_w::<1>(w, c_in, co0, dst),
     }
 }
 
@@ -138,26 +198,32 @@ impl PerThread {
 /// Many tiles per weight: the transformed weights are computed once, and parallel tasks run
 /// chunks of [`CHUNK_TILES`] tiles through the three phases in per-thread scratch (V and M of
 /// a chunk stay in L2).
-fn many_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, tiles: [usize; 3], out: OutDest) {
+fn many_tiles<A: Algorithm>(
+    x: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    tiles: [usize; 3],
+    out: OutDest,
+) {
     let (c_in, c_out) = (g.c_in, g.c_out);
     let total: usize = tiles.iter().product();
-    let mut u = vec![0f32; c_out * XI * c_in];
-    u.par_chunks_mut(CB * XI * c_in)
+    let mut u = vec![0f32; c_out * A::TAPS * c_in];
+    u.par_chunks_mut(CB * A::TAPS * c_in)
         .enumerate()
-        .for_each(|(cb, dst)| transform_weights(w, c_in, cb * CB, dst));
+        .for_each(|(cb, dst)| transform_weights::<A>(w, c_in, cb * CB, dst));
     let tc = CHUNK_TILES;
     let vol = g.input_volume();
     let scratch = PerThread::new();
     (0..total.div_ceil(tc)).into_par_iter().for_each(|c| {
-        scratch.with((c_in + c_out) * XI * tc, |buf| {
-            let (v, m) = buf.split_at_mut(c_in * XI * tc);
+        scratch.with((c_in + c_out) * A::TAPS * tc, |buf| {
+            let (v, m) = buf.split_at_mut(c_in * A::TAPS * tc);
             let range = c * tc..((c + 1) * tc).min(total);
             let nt = range.len();
             let blocks = blocks(tiles, range);
             let vp = SharedMut(v.as_mut_ptr());
             for (ci, xc) in x.chunks_exact(vol).enumerate() {
                 let groups = tc / NT;
-                input_transform(
+                A::input_transform(
                     xc,
                     x.get((ci + 1) * vol..(ci + 2) * vol).unwrap_or(&[]),
                     g,
@@ -172,16 +238,17 @@ fn many_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, tiles: [usize; 3], out: Ou
             }
             let mm = Gemms {
                 c_in,
+                taps: A::TAPS,
                 nt,
                 groups: tc / NT,
                 v,
                 m: SharedMut(m.as_mut_ptr()),
             };
-            for xi in 0..XI {
+            for xi in 0..A::TAPS {
                 mm.run(&u, 0..c_out, xi);
             }
-            for (co, mc) in m.chunks_exact(XI * tc).enumerate() {
-                output_transform(mc, tc, &blocks, g, out, co);
+            for (co, mc) in m.chunks_exact(A::TAPS * tc).enumerate() {
+                A::output_transform(mc, tc, &blocks, g, out, co);
             }
         });
     });
@@ -190,18 +257,24 @@ fn many_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, tiles: [usize; 3], out: Ou
 /// Few tiles per weight (small volumes, many channels): all tiles form one chunk, processed
 /// in three parallel phases; the GEMM tasks (blocks of output channels) transform their
 /// weights into per-thread scratch, so the transformed weights never exist whole.
-fn few_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, tiles: [usize; 3], out: OutDest) {
+fn few_tiles<A: Algorithm>(
+    x: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    tiles: [usize; 3],
+    out: OutDest,
+) {
     let (c_in, c_out) = (g.c_in, g.c_out);
     let total: usize = tiles.iter().product();
     let groups = total.div_ceil(NT);
     let tc = groups * NT;
-    let mut v = Scratch::take(XI * tc * c_in);
-    let mut m = Scratch::take(c_out * XI * tc);
+    let mut v = Scratch::take(A::TAPS * tc * c_in);
+    let mut m = Scratch::take(c_out * A::TAPS * tc);
     let blocks = blocks(tiles, 0..total);
     let vp = SharedMut(v.as_mut_ptr());
     let vol = g.input_volume();
     x.par_chunks(vol).enumerate().for_each(|(ci, xc)| {
-        input_transform(
+        A::input_transform(
             xc,
             x.get((ci + 1) * vol..(ci + 2) * vol).unwrap_or(&[]),
             g,
@@ -216,6 +289,7 @@ fn few_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, tiles: [usize; 3], out: Out
     });
     let mm = Gemms {
         c_in,
+        taps: A::TAPS,
         nt: total,
         groups,
         v: &v,
@@ -228,18 +302,18 @@ fn few_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, tiles: [usize; 3], out: Out
         .into_par_iter()
         .for_each(|task| {
             let cos = task * per_task..((task + 1) * per_task).min(c_out);
-            scratch.with(cos.len() * XI * c_in, |u| {
-                for (k, dst) in u.chunks_mut(CB * XI * c_in).enumerate() {
-                    transform_weights(w, c_in, cos.start + k * CB, dst);
+            scratch.with(cos.len() * A::TAPS * c_in, |u| {
+                for (k, dst) in u.chunks_mut(CB * A::TAPS * c_in).enumerate() {
+                    transform_weights::<A>(w, c_in, cos.start + k * CB, dst);
                 }
-                for xi in 0..XI {
+                for xi in 0..A::TAPS {
                     mm.run(u, cos.clone(), xi);
                 }
             });
         });
-    m.par_chunks(XI * tc)
+    m.par_chunks(A::TAPS * tc)
         .enumerate()
-        .for_each(|(co, mc)| output_transform(mc, tc, &blocks, g, out, co));
+        .for_each(|(co, mc)| A::output_transform(mc, tc, &blocks, g, out, co));
     Scratch::give_back(v);
     Scratch::give_back(m);
 }
@@ -295,10 +369,11 @@ struct VDest {
     ci: usize,
 }
 
-/// The 64 GEMMs of one chunk, `M[co][ξ][t] = Σ_ci U[ξ][co][ci] · V[ξ][ci][t]` for `t < nt`:
+/// The `taps` GEMMs of one chunk, `M[co][ξ][t] = Σ_ci U[ξ][co][ci] · V[ξ][ci][t]` for `t < nt`:
 /// V packed as `[ξ][t / NT][ci][t % NT]` (see [`VDest`]), M as `[c_out][ξ][groups·NT]`.
 struct Gemms<'a> {
     c_in: usize,
+    taps: usize,
     nt: usize,
     groups: usize,
     v: &'a [f32],
@@ -309,7 +384,7 @@ impl Gemms<'_> {
     /// Tap `xi` for output channels `cos` (starting a block of [`CB`]), with `u` their
     /// transformed weights packed by [`transform_weights`], block after block.
     fn run(&self, u: &[f32], cos: Range<usize>, xi: usize) {
-        let (c_in, tc) = (self.c_in, self.groups * NT);
+        let (c_in, taps, tc) = (self.c_in, self.taps, self.groups * NT);
         let k_blocks = c_in.div_ceil(KC);
         let kc = c_in.div_ceil(k_blocks);
         let n_groups = self.nt.div_ceil(NT);
@@ -323,17 +398,17 @@ impl Gemms<'_> {
                 let vs = &self.v[first..first + (pair - 1) * c_in * NT + k * NT];
                 for co0 in cos.clone().step_by(CB) {
                     let width = CB.min(cos.end - co0);
-                    let us =
-                        &u[(co0 - cos.start) * XI * c_in + (xi * c_in + k0) * width..][..k * width];
+                    let us = &u[(co0 - cos.start) * taps * c_in + (xi * c_in + k0) * width..]
+                        [..k * width];
                     let panel = Panel {
                         u: us,
                         v: vs,
                         group_stride: c_in * NT,
-                        // SAFETY: row co0 + i of M starts at (co0 + i)·XI·tc; tap xi and groups
+                        // SAFETY: row co0 + i of M starts at (co0 + i)·taps·tc; tap xi and groups
                         // tg..tg + pair are columns xi·tc + tg·NT + (0..pair·NT) of it, all
-                        // inside M (c_out·XI·tc floats) and written by this task only.
-                        m: unsafe { self.m.get().add(co0 * XI * tc + xi * tc + tg * NT) },
-                        m_stride: XI * tc,
+                        // inside M (c_out·taps·tc floats) and written by this task only.
+                        m: unsafe { self.m.get().add(co0 * taps * tc + xi * tc + tg * NT) },
+                        m_stride: taps * tc,
                         accumulate: k0 > 0,
                     };
                     panel.multiply(width, pair, wide);
@@ -585,111 +660,13 @@ macro_rules! multiversion {
     };
 }
 
-/// Writes `U = G g Gᵀ` of output channels `co0..co0 + width` into `dst` `[ξ][c_in][width]`
-/// (`width = dst.len() / (64·c_in)`, at most [`CB`]).
-fn transform_weights(w: &[f32], c_in: usize, co0: usize, dst: &mut [f32]) {
-    match dst.len() / (XI * c_in) {
-        6 => transform_weights_w::<6>(w, c_in, co0, dst),
-        5 => transform_weights_w::<5>(w, c_in, co0, dst),
-        4 => transform_weights_w::<4>(w, c_in, co0, dst),
-        3 => transform_weights_w::<3>(w, c_in, co0, dst),
-        2 => transform_weights_w::<2>(w, c_in, co0, dst),
-        _ => transform_weights_w::<1>(w, c_in, co0, dst),
-    }
-}
-
-multiversion! {
-    /// [`transform_weights`] for `W` output channels (the lanes of the transform).
-    fn transform_weights_w<const W: usize>(w: &[f32], c_in: usize, co0: usize, dst: &mut [f32]) {
-        // s[(a·4 + b)·4 + c][lane]: taps in, transformed taps out, axis by axis; every entry
-        // read is written first, for every input channel.
-        // Where tap (a, b, c) of the 3×3×3 kernel starts: entry (a·4 + b)·4 + c.
-        const POS: [usize; 27] = {
-            let mut pos = [0; 27];
-            let mut t = 0;
-            while t < 27 {
-                pos[t] = (t / 9 * 4 + t / 3 % 3) * 4 + t % 3;
-                t += 1;
-            }
-            pos
-        };
-        let mut s = [[0f32; 8]; XI];
-        for ci in 0..c_in {
-            for l in 0..W {
-                let taps: &[f32] = &w[((co0 + l) * c_in + ci) * 27..][..27];
-                for (&p, &v) in POS.iter().zip(taps) {
-                    s[p][l] = v;
-                }
-            }
-            for ab in 0..9 {
-                g_axis(&mut s, (ab / 3 * 4 + ab % 3) * 4, 1);
-            }
-            for ac in 0..12 {
-                g_axis(&mut s, ac / 4 * 16 + ac % 4, 4);
-            }
-            for bc in 0..16 {
-                g_axis(&mut s, bc, 16);
-            }
-            for (xi, row) in s.iter().enumerate() {
-                let at = (xi * c_in + ci) * W;
-                dst[at..at + W].copy_from_slice(&row[..W]);
-            }
-        }
-    }
-}
-
-/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]` applied to entries
-/// `base + (0..3)·stride` of `s`, written to `base + (0..4)·stride`.
-#[inline(always)]
-fn g_axis<const L: usize>(s: &mut [[f32; L]; XI], base: usize, stride: usize) {
-    let g0 = s[base];
-    let g1 = s[base + stride];
-    let g2 = s[base + 2 * stride];
-    for l in 0..L {
-        let (even, odd) = (0.5 * (g0[l] + g2[l]), 0.5 * g1[l]);
-        s[base + stride][l] = even + odd;
-        s[base + 2 * stride][l] = even - odd;
-        s[base + 3 * stride][l] = g2[l];
-    }
-}
-
-/// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]` applied in place to
-/// entries `base + (0..4)·stride` of `s`.
-#[inline(always)]
-fn bt_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
-    let d0 = s[base];
-    let d1 = s[base + stride];
-    let d2 = s[base + 2 * stride];
-    let d3 = s[base + 3 * stride];
-    for k in 0..NT {
-        s[base][k] = d0[k] - d2[k];
-        s[base + stride][k] = d1[k] + d2[k];
-        s[base + 2 * stride][k] = d2[k] - d1[k];
-        s[base + 3 * stride][k] = d1[k] - d3[k];
-    }
-}
-
-/// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]` applied to entries `base + (0..4)·stride` of `s`,
-/// written to `base` and `base + stride`.
-#[inline(always)]
-fn at_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
-    let m0 = s[base];
-    let m1 = s[base + stride];
-    let m2 = s[base + 2 * stride];
-    let m3 = s[base + 3 * stride];
-    for k in 0..NT {
-        s[base][k] = m0[k] + m1[k] + m2[k];
-        s[base + stride][k] = m1[k] - m2[k] - m3[k];
-    }
-}
-
-/// `dst.copy_from_slice(src)` for slices shorter than 64 floats, as at most six fixed-size
+/// `dst.copy_from_slice(src)` for slices shorter than 128 floats, as at most seven fixed-size
 /// copies (the compiler inlines them, where a copy of variable length calls `memcpy`, which
 /// costs more than these short copies themselves).
 #[inline(always)]
 fn copy_short(src: &[f32], dst: &mut [f32]) {
     let mut at = 0;
-    for piece in [32, 16, 8, 4, 2, 1] {
+    for piece in [64, 32, 16, 8, 4, 2, 1] {
         if src.len() - at >= piece {
             dst[at..at + piece].copy_from_slice(&src[at..at + piece]);
             at += piece;
@@ -718,148 +695,11 @@ fn prefetch_span(values: &[f32], start: usize, len: usize) {
     let _ = (values, start, len);
 }
 
-/// Input columns a block of [`NT`] tiles reads along the width.
-const SPAN: usize = 2 * NT + 2;
+mod f2;
+mod f4;
 
-multiversion! {
-    /// Writes `V = Bᵀ d B` of one input channel `x` `[d, h, w]` for the tiles of `blocks` to
-    /// `dst`, prefetching the rows it reads from `next` (the next channel, or empty).
-    fn input_transform(x: &[f32], next: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest) {
-        let [d, h, wd] = g.input;
-        let [(pd, _), (ph, _), (pw, _)] = g.padding;
-        let mut s = [[0f32; NT]; XI];
-        for b in blocks {
-            // Columns c0..c0 + SPAN of the padded row; those inside the input are lo..hi.
-            let c0 = (2 * b.tx0).wrapping_sub(pw);
-            let lo = pw.saturating_sub(2 * b.tx0);
-            let hi = SPAN.min((wd + pw).saturating_sub(2 * b.tx0));
-            for dz in 0..4 {
-                let z = (2 * b.tz + dz).wrapping_sub(pd);
-                for dy in 0..4 {
-                    let y = (2 * b.ty + dy).wrapping_sub(ph);
-                    let r = (dz * 4 + dy) * 4;
-                    if z >= d || y >= h {
-                        s[r..r + 4].fill([0.0; NT]);
-                        continue;
-                    }
-                    let row = &x[(z * h + y) * wd..][..wd];
-                    let mut buf;
-                    let inside = (lo == 0 && hi == SPAN)
-                        .then(|| row.get(c0..c0 + SPAN)?.try_into().ok())
-                        .flatten();
-                    let span: &[f32; SPAN] = match inside {
-                        // The whole span lies inside the row: read it there.
-                        Some(span) => span,
-                        None => {
-                            buf = [0.0; SPAN];
-                            if lo < hi {
-                                copy_short(&row[c0.wrapping_add(lo)..][..hi - lo], &mut buf[lo..hi]);
-                            }
-                            &buf
-                        }
-                    };
-                    prefetch_span(next, (z * h + y) * wd + c0.wrapping_add(lo), hi.saturating_sub(lo));
-                    // Even and odd columns apart, so the row transform below vectorises.
-                    let (mut even, mut odd) = ([0f32; NT + 1], [0f32; NT + 1]);
-                    for (j, pair) in span.chunks_exact(2).enumerate() {
-                        even[j] = pair[0];
-                        odd[j] = pair[1];
-                    }
-                    for k in 0..NT {
-                        let (e0, o0, e1, o1) = (even[k], odd[k], even[k + 1], odd[k + 1]);
-                        s[r][k] = e0 - e1;
-                        s[r + 1][k] = o0 + e1;
-                        s[r + 2][k] = e1 - o0;
-                        s[r + 3][k] = o0 - o1;
-                    }
-                }
-            }
-            for base in (0..XI).filter(|i| i / 4 % 4 == 0) {
-                bt_axis(&mut s, base, 4);
-            }
-            for base in 0..16 {
-                bt_axis(&mut s, base, 16);
-            }
-            for (xi, row) in s.iter().enumerate() {
-                // Tiles off..off + n, split where they cross a group of NT.
-                let mut k = 0;
-                while k < b.n {
-                    let (tg, lane) = ((b.off + k) / NT, (b.off + k) % NT);
-                    let len = (NT - lane).min(b.n - k);
-                    let at = ((xi * dst.groups + tg) * dst.c_in + dst.ci) * NT + lane;
-                    // SAFETY: tile off + k < groups·NT, so `at + len` ≤ 64·groups·NT·c_in,
-                    // the size of V; these elements belong to channel ci, this task's own.
-                    unsafe {
-                        let to = dst.v.get().add(at);
-                        if len == NT {
-                            to.cast::<[f32; NT]>().write_unaligned(*row);
-                        } else {
-                            copy_short(&row[k..k + len], std::slice::from_raw_parts_mut(to, len));
-                        }
-                    }
-                    k += len;
-                }
-            }
-        }
-    }
-}
-
-multiversion! {
-    /// Writes `Aᵀ M A` of output channel `co` (`m` `[ξ][tc]`) for the tiles of `blocks` to
-    /// `out`, dropping the positions past the output's end.
-    fn output_transform(m: &[f32], tc: usize, blocks: &[Block], g: &ConvGeometry, out: OutDest, co: usize) {
-        let [od, oh, ow] = g.output;
-        let ovol = g.output_volume();
-        let mut s = [[0f32; NT]; XI];
-        for b in blocks {
-            for (xi, row) in s.iter_mut().enumerate() {
-                let at = xi * tc + b.off;
-                match m.get(at..at + NT) {
-                    Some(src) => row.copy_from_slice(src),
-                    None => copy_short(&m[at..at + b.n], &mut row[..b.n]),
-                }
-            }
-            for base in 0..16 {
-                at_axis(&mut s, base, 16);
-            }
-            for base in [0, 1, 2, 3, 16, 17, 18, 19] {
-                at_axis(&mut s, base, 4);
-            }
-            for base in [0, 4, 16, 20] {
-                at_axis(&mut s, base, 1);
-            }
-            for i in 0..2 {
-                let z = 2 * b.tz + i;
-                for j in 0..2 {
-                    let y = 2 * b.ty + j;
-                    if z >= od || y >= oh {
-                        continue;
-                    }
-                    let x0 = 2 * b.tx0;
-                    let full = b.n.min((ow - x0) / 2);
-                    let odd = usize::from(full < b.n);
-                    let at = co * ovol + (z * oh + y) * ow + x0;
-                    if at + 2 * full + odd > out.len {
-                        continue;
-                    }
-                    let (q0, q1) = (&s[i * 16 + j * 4], &s[i * 16 + j * 4 + 1]);
-                    // SAFETY: `at + 2·full + odd` ≤ out.len (checked above); these outputs
-                    // (channel co, tiles of this block) are written by this task only.
-                    let row = unsafe {
-                        std::slice::from_raw_parts_mut(out.out.get().add(at), 2 * full + odd)
-                    };
-                    for (k, pair) in row.chunks_exact_mut(2).enumerate() {
-                        pair[0] = q0[k];
-                        pair[1] = q1[k];
-                    }
-                    if odd == 1 {
-                        row[2 * full] = q0[full];
-                    }
-                }
-            }
-        }
-    }
-}
+use f2::F2;
+use f4::F4;
 
 #[cfg(test)]
 mod tests {
@@ -897,9 +737,30 @@ mod tests {
         out
     }
 
-    /// Winograd equals the direct definition on odd and even sizes, padding 0, 1, 2 and
-    /// asymmetric, channel counts that are not multiples of 8, several blocks per tile row,
-    /// several chunks (and so both ways of transforming the weights).
+    /// Runs one algorithm on one path of [`conv3d`].
+    type Path = fn(&[f32], &[f32], &ConvGeometry, &mut [f32]);
+
+    /// `many_tiles` or `few_tiles` of algorithm `A`, as [`conv3d`] calls them.
+    fn path<A: Algorithm>(many: bool) -> Path {
+        if many {
+            |x, w, g, out| many_tiles::<A>(x, w, g, tile_grid::<A>(g), dest(out))
+        } else {
+            |x, w, g, out| few_tiles::<A>(x, w, g, tile_grid::<A>(g), dest(out))
+        }
+    }
+
+    /// `out` as the output transforms' destination.
+    fn dest(out: &mut [f32]) -> OutDest {
+        OutDest {
+            out: SharedMut(out.as_mut_ptr()),
+            len: out.len(),
+        }
+    }
+
+    /// Both algorithms on both paths equal the direct definition on odd and even sizes,
+    /// padding 0, 1, 2 and asymmetric, channel counts that are not multiples of 8, several
+    /// blocks per tile row, several chunks (and so both ways of transforming the weights).
+    /// Tolerances: the rounding of each algorithm (module docs).
     #[test]
     fn matches_direct_definition() {
         let cases = [
@@ -923,24 +784,37 @@ mod tests {
                 [16, 16, 3, 3, 3],
                 Conv3dConfig::new(1, 1),
             ),
+            (
+                [1, 24, 9, 70, 69],
+                [17, 24, 3, 3, 3],
+                Conv3dConfig::new(1, 1),
+            ),
+        ];
+        let paths: [(&str, Path, f64); 4] = [
+            ("F(2, 3), many tiles", path::<F2>(true), 1e-6),
+            ("F(2, 3), few tiles", path::<F2>(false), 1e-6),
+            ("F(4, 3), many tiles", path::<F4>(true), 2e-5),
+            ("F(4, 3), few tiles", path::<F4>(false), 2e-5),
         ];
         for (xs, ws, cfg) in cases {
             let g = ConvGeometry::new(&xs, &ws, &cfg).unwrap();
             let x = random(xs.iter().product(), 3);
             let w = random(ws.iter().product(), 4);
-            let mut out = vec![f32::NAN; g.c_out * g.output_volume()];
-            conv3d(&x, &w, &g, &mut out);
             let reference = direct(&x, &w, &g);
             let scale = reference.iter().fold(1f64, |a, b| a.max(b.abs()));
-            let err = out
-                .iter()
-                .zip(&reference)
-                .map(|(&a, &b)| (a as f64 - b).abs())
-                .fold(0f64, |a, b| a.max(b));
-            assert!(
-                err <= 1e-5 * scale,
-                "{xs:?} {ws:?}: max error {err} (scale {scale})"
-            );
+            for (name, run, tolerance) in paths {
+                let mut out = vec![f32::NAN; g.c_out * g.output_volume()];
+                run(&x, &w, &g, &mut out);
+                let err = out
+                    .iter()
+                    .zip(&reference)
+                    .map(|(&a, &b)| (a as f64 - b).abs())
+                    .fold(0f64, |a, b| a.max(b));
+                assert!(
+                    err <= tolerance * scale,
+                    "{name}, {xs:?} {ws:?}: max error {err} (scale {scale})"
+                );
+            }
         }
     }
 

@@ -1,0 +1,262 @@
+//! F(2×2×2, 3×3×3): the Lavin–Gray F(2, 3) matrices along each axis, 4×4×4 input tiles.
+
+use super::{
+    avx512_available, copy_short, prefetch_span, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
+};
+
+/// F(2×2×2, 3×3×3).
+pub(super) struct F2;
+
+/// Transformed taps per tile (4×4×4).
+const XI: usize = 64;
+
+impl Algorithm for F2 {
+    const M: usize = 2;
+    const TAPS: usize = XI;
+
+    fn transform_weights_w<const W: usize>(w: &[f32], c_in: usize, co0: usize, dst: &mut [f32]) {
+        transform_weights_w::<W>(w, c_in, co0, dst);
+    }
+
+    fn input_transform(x: &[f32], next: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest) {
+        input_transform(x, next, g, blocks, dst);
+    }
+
+    fn output_transform(
+        m: &[f32],
+        tc: usize,
+        blocks: &[Block],
+        g: &ConvGeometry,
+        out: OutDest,
+        co: usize,
+    ) {
+        output_transform(m, tc, blocks, g, out, co);
+    }
+}
+
+multiversion! {
+    /// [`Algorithm::transform_weights_w`] of F(2, 3) (the `W` channels are the lanes of the
+    /// transform).
+    fn transform_weights_w<const W: usize>(w: &[f32], c_in: usize, co0: usize, dst: &mut [f32]) {
+        // s[(a·4 + b)·4 + c][lane]: taps in, transformed taps out, axis by axis; every entry
+        // read is written first, for every input channel.
+        // Where tap (a, b, c) of the 3×3×3 kernel starts: entry (a·4 + b)·4 + c.
+        const POS: [usize; 27] = {
+            let mut pos = [0; 27];
+            let mut t = 0;
+            while t < 27 {
+                pos[t] = (t / 9 * 4 + t / 3 % 3) * 4 + t % 3;
+                t += 1;
+            }
+            pos
+        };
+        let mut s = [[0f32; 8]; XI];
+        for ci in 0..c_in {
+            for l in 0..W {
+                let taps: &[f32] = &w[((co0 + l) * c_in + ci) * 27..][..27];
+                for (&p, &v) in POS.iter().zip(taps) {
+                    s[p][l] = v;
+                }
+            }
+            for ab in 0..9 {
+                g_axis(&mut s, (ab / 3 * 4 + ab % 3) * 4, 1);
+            }
+            for ac in 0..12 {
+                g_axis(&mut s, ac / 4 * 16 + ac % 4, 4);
+            }
+            for bc in 0..16 {
+                g_axis(&mut s, bc, 16);
+            }
+            for (xi, row) in s.iter().enumerate() {
+                let at = (xi * c_in + ci) * W;
+                dst[at..at + W].copy_from_slice(&row[..W]);
+            }
+        }
+    }
+}
+
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]` applied to entries
+/// `base + (0..3)·stride` of `s`, written to `base + (0..4)·stride`.
+#[inline(always)]
+fn g_axis<const L: usize>(s: &mut [[f32; L]; XI], base: usize, stride: usize) {
+    let g0 = s[base];
+    let g1 = s[base + stride];
+    let g2 = s[base + 2 * stride];
+    for l in 0..L {
+        let (even, odd) = (0.5 * (g0[l] + g2[l]), 0.5 * g1[l]);
+        s[base + stride][l] = even + odd;
+        s[base + 2 * stride][l] = even - odd;
+        s[base + 3 * stride][l] = g2[l];
+    }
+}
+
+/// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]` applied in place to
+/// entries `base + (0..4)·stride` of `s`.
+#[inline(always)]
+fn bt_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
+    let d0 = s[base];
+    let d1 = s[base + stride];
+    let d2 = s[base + 2 * stride];
+    let d3 = s[base + 3 * stride];
+    for k in 0..NT {
+        s[base][k] = d0[k] - d2[k];
+        s[base + stride][k] = d1[k] + d2[k];
+        s[base + 2 * stride][k] = d2[k] - d1[k];
+        s[base + 3 * stride][k] = d1[k] - d3[k];
+    }
+}
+
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]` applied to entries `base + (0..4)·stride` of `s`,
+/// written to `base` and `base + stride`.
+#[inline(always)]
+fn at_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
+    let m0 = s[base];
+    let m1 = s[base + stride];
+    let m2 = s[base + 2 * stride];
+    let m3 = s[base + 3 * stride];
+    for k in 0..NT {
+        s[base][k] = m0[k] + m1[k] + m2[k];
+        s[base + stride][k] = m1[k] - m2[k] - m3[k];
+    }
+}
+
+/// Input columns a block of [`NT`] tiles reads along the width.
+const SPAN: usize = 2 * NT + 2;
+
+multiversion! {
+    /// [`Algorithm::input_transform`] of F(2, 3).
+    fn input_transform(x: &[f32], next: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest) {
+        let [d, h, wd] = g.input;
+        let [(pd, _), (ph, _), (pw, _)] = g.padding;
+        let mut s = [[0f32; NT]; XI];
+        for b in blocks {
+            // Columns c0..c0 + SPAN of the padded row; those inside the input are lo..hi.
+            let c0 = (2 * b.tx0).wrapping_sub(pw);
+            let lo = pw.saturating_sub(2 * b.tx0);
+            let hi = SPAN.min((wd + pw).saturating_sub(2 * b.tx0));
+            for dz in 0..4 {
+                let z = (2 * b.tz + dz).wrapping_sub(pd);
+                for dy in 0..4 {
+                    let y = (2 * b.ty + dy).wrapping_sub(ph);
+                    let r = (dz * 4 + dy) * 4;
+                    if z >= d || y >= h {
+                        s[r..r + 4].fill([0.0; NT]);
+                        continue;
+                    }
+                    let row = &x[(z * h + y) * wd..][..wd];
+                    let mut buf;
+                    let inside = (lo == 0 && hi == SPAN)
+                        .then(|| row.get(c0..c0 + SPAN)?.try_into().ok())
+                        .flatten();
+                    let span: &[f32; SPAN] = match inside {
+                        // The whole span lies inside the row: read it there.
+                        Some(span) => span,
+                        None => {
+                            buf = [0.0; SPAN];
+                            if lo < hi {
+                                copy_short(&row[c0.wrapping_add(lo)..][..hi - lo], &mut buf[lo..hi]);
+                            }
+                            &buf
+                        }
+                    };
+                    prefetch_span(next, (z * h + y) * wd + c0.wrapping_add(lo), hi.saturating_sub(lo));
+                    // Even and odd columns apart, so the row transform below vectorises.
+                    let (mut even, mut odd) = ([0f32; NT + 1], [0f32; NT + 1]);
+                    for (j, pair) in span.chunks_exact(2).enumerate() {
+                        even[j] = pair[0];
+                        odd[j] = pair[1];
+                    }
+                    for k in 0..NT {
+                        let (e0, o0, e1, o1) = (even[k], odd[k], even[k + 1], odd[k + 1]);
+                        s[r][k] = e0 - e1;
+                        s[r + 1][k] = o0 + e1;
+                        s[r + 2][k] = e1 - o0;
+                        s[r + 3][k] = o0 - o1;
+                    }
+                }
+            }
+            for base in (0..XI).filter(|i| i / 4 % 4 == 0) {
+                bt_axis(&mut s, base, 4);
+            }
+            for base in 0..16 {
+                bt_axis(&mut s, base, 16);
+            }
+            for (xi, row) in s.iter().enumerate() {
+                // Tiles off..off + n, split where they cross a group of NT.
+                let mut k = 0;
+                while k < b.n {
+                    let (tg, lane) = ((b.off + k) / NT, (b.off + k) % NT);
+                    let len = (NT - lane).min(b.n - k);
+                    let at = ((xi * dst.groups + tg) * dst.c_in + dst.ci) * NT + lane;
+                    // SAFETY: tile off + k < groups·NT, so `at + len` ≤ 64·groups·NT·c_in,
+                    // the size of V; these elements belong to channel ci, this task's own.
+                    unsafe {
+                        let to = dst.v.get().add(at);
+                        if len == NT {
+                            to.cast::<[f32; NT]>().write_unaligned(*row);
+                        } else {
+                            copy_short(&row[k..k + len], std::slice::from_raw_parts_mut(to, len));
+                        }
+                    }
+                    k += len;
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`Algorithm::output_transform`] of F(2, 3).
+    fn output_transform(m: &[f32], tc: usize, blocks: &[Block], g: &ConvGeometry, out: OutDest, co: usize) {
+        let [od, oh, ow] = g.output;
+        let ovol = g.output_volume();
+        let mut s = [[0f32; NT]; XI];
+        for b in blocks {
+            for (xi, row) in s.iter_mut().enumerate() {
+                let at = xi * tc + b.off;
+                match m.get(at..at + NT) {
+                    Some(src) => row.copy_from_slice(src),
+                    None => copy_short(&m[at..at + b.n], &mut row[..b.n]),
+                }
+            }
+            for base in 0..16 {
+                at_axis(&mut s, base, 16);
+            }
+            for base in [0, 1, 2, 3, 16, 17, 18, 19] {
+                at_axis(&mut s, base, 4);
+            }
+            for base in [0, 4, 16, 20] {
+                at_axis(&mut s, base, 1);
+            }
+            for i in 0..2 {
+                let z = 2 * b.tz + i;
+                for j in 0..2 {
+                    let y = 2 * b.ty + j;
+                    if z >= od || y >= oh {
+                        continue;
+                    }
+                    let x0 = 2 * b.tx0;
+                    let full = b.n.min((ow - x0) / 2);
+                    let odd = usize::from(full < b.n);
+                    let at = co * ovol + (z * oh + y) * ow + x0;
+                    if at + 2 * full + odd > out.len {
+                        continue;
+                    }
+                    let (q0, q1) = (&s[i * 16 + j * 4], &s[i * 16 + j * 4 + 1]);
+                    // SAFETY: `at + 2·full + odd` ≤ out.len (checked above); these outputs
+                    // (channel co, tiles of this block) are written by this task only.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(out.out.get().add(at), 2 * full + odd)
+                    };
+                    for (k, pair) in row.chunks_exact_mut(2).enumerate() {
+                        pair[0] = q0[k];
+                        pair[1] = q1[k];
+                    }
+                    if odd == 1 {
+                        row[2 * full] = q0[full];
+                    }
+                }
+            }
+        }
+    }
+}
