@@ -13,7 +13,7 @@ use candle_nn::VarBuilder;
 pub struct Streaming {
     /// A layer whose input or output holds at least this many elements runs in slabs.
     pub min_elements: usize,
-    /// Elements per slab of input (rounded to whole, even numbers of depth rows).
+    /// Elements per slab of input (rounded to a multiple of 4 depth rows, at least 4).
     pub slab_elements: usize,
 }
 

@@ -12,7 +12,7 @@
 //! for inference only (see [`crate::Streaming`]).
 
 use brain_ldm_nn::{ops, Conv3d, Conv3dConfig, GroupNorm, GroupNormStatistics};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor};
 
 /// Per-(sample, group) statistics of a whole volume, for a group norm applied slab by slab.
 pub(crate) enum GroupStats {
@@ -108,9 +108,10 @@ impl GroupStats {
 }
 
 /// Depth rows per slab so that a slab of `row_elements`-element rows holds about
-/// `slab_elements` elements: at least 2, even (whole Winograd tiles), at most `depth`.
+/// `slab_elements` elements: a multiple of 4, at least 4 (whole tiles of the 4×4×4-output
+/// Winograd convolution, which a 2-row slab would half waste), at most `depth`.
 pub(crate) fn rows_per_slab(row_elements: usize, slab_elements: usize, depth: usize) -> usize {
-    let rows = (slab_elements / row_elements.max(1)).max(2) & !1;
+    let rows = (slab_elements / row_elements.max(1)).max(4) & !3;
     rows.min(depth).max(1)
 }
 
@@ -170,15 +171,9 @@ pub(crate) fn conv_slabs(
             ..cfg
         };
         let x = input(first, last)?;
-        let mut y = ops::conv3d(&x, conv.weight(), &slab_cfg)?;
+        let y = ops::conv3d(&x, conv.weight(), &slab_cfg)?;
         drop(x);
-        if let Some(bias) = &bias {
-            y = y.broadcast_add(bias)?;
-        }
-        if let Some(residual) = residual {
-            y = (y + residual(a, b)?)?;
-        }
-        let y = y.contiguous()?;
+        let y = add_bias_residual(y, bias.as_ref(), residual.map(|r| r(a, b)).transpose()?)?;
         if in_place {
             if let Some((offset, prev)) = pending.take() {
                 out.slice_set(&prev, 2, offset)?;
@@ -193,4 +188,70 @@ pub(crate) fn conv_slabs(
         out.slice_set(&prev, 2, offset)?;
     }
     Ok(())
+}
+
+/// `y + bias` (per channel of `[b, c, d, h, w]`) `+ residual`, contiguous. For a contiguous f32
+/// `y` on the CPU the sums are written into `y` itself: a slab's temporaries then stay at its
+/// input and output, which keeps the encoder's peak memory below half of MONAI's.
+fn add_bias_residual(y: Tensor, bias: Option<&Tensor>, residual: Option<Tensor>) -> Result<Tensor> {
+    let in_place = y.device().is_cpu() && y.dtype() == DType::F32 && y.is_contiguous();
+    let mut y = y;
+    if let Some(bias) = bias {
+        let bias = bias.to_dtype(y.dtype())?;
+        if in_place {
+            let plane = y.dims()[2..].iter().product();
+            y.inplace_op2(&bias, &AddInPlace { repeat: plane })?;
+        } else {
+            y = y.broadcast_add(&bias.reshape((1, (), 1, 1, 1))?)?;
+        }
+    }
+    if let Some(residual) = residual {
+        if in_place && residual.dtype() == DType::F32 && residual.dims() == y.dims() {
+            y.inplace_op2(&residual.contiguous()?, &AddInPlace { repeat: 1 })?;
+        } else {
+            y = (y + residual)?;
+        }
+    }
+    y.contiguous()
+}
+
+/// `lhs[i] += rhs[i / repeat % rhs.len()]` on contiguous f32 CPU tensors: with `repeat` 1 an
+/// elementwise sum of equal shapes, with `repeat` the spatial size a per-channel bias.
+struct AddInPlace {
+    repeat: usize,
+}
+
+impl InplaceOp2 for AddInPlace {
+    fn name(&self) -> &'static str {
+        "add-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("add-in-place: operands must be contiguous");
+        };
+        let (CpuStorage::F32(lhs), CpuStorage::F32(rhs)) = (s1, s2) else {
+            candle_core::bail!("add-in-place: operands must be f32");
+        };
+        let (lhs, rhs) = (&mut lhs[a0..a1], &rhs[b0..b1]);
+        if rhs.is_empty() || lhs.len() % (self.repeat * rhs.len()) != 0 {
+            candle_core::bail!(
+                "add-in-place: {} elements do not repeat {} values {} times",
+                lhs.len(),
+                rhs.len(),
+                self.repeat
+            );
+        }
+        for (chunk, &v) in lhs.chunks_exact_mut(self.repeat).zip(rhs.iter().cycle()) {
+            chunk.iter_mut().for_each(|x| *x += v);
+        }
+        Ok(())
+    }
 }

@@ -44,7 +44,8 @@ fn autoencoder_parity(rel: &str, streaming: Option<Streaming>) {
     assert_close("forward", &recon, &t["out.recon_sampled"]);
 }
 
-/// Streaming forced on every layer, in slabs of a few rows (even 1-row slabs at the latent).
+/// Streaming forced on every layer, in the smallest slabs (4 rows, fewer where the volume is
+/// shallower).
 fn tiny_slabs() -> Option<Streaming> {
     Some(Streaming {
         min_elements: 0,
