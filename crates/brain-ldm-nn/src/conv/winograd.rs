@@ -94,10 +94,10 @@ fn blocks(tiles: [usize; 3], range: Range<usize>) -> Vec<Block> {
 ///
 /// F(4, 3) runs where it has at least as many tiles as channels and 64: its weight transform,
 /// 3.4× the size of F(2, 3)'s, is done once per call and must be amortised over the tiles. On
-/// this rule's boundary (`cargo run --release -p brain-ldm-nn --example conv3d_time -- C C 3 1
-/// D H W 7`, median): F(4, 3) takes 0.72× F(2, 3)'s time at 64→64 channels on 20×28×20 (175
-/// tiles of F(4, 3)), 0.81× at 128→128, but 1.17× at 256→256, and 1.45× at 128→128 on 10×14×10
-/// (36 tiles); at 64→64 on 80×112×80 0.56×.
+/// this rule's boundary (medians of `cargo run --release -p brain-ldm-nn --example conv3d_time
+/// -- C C 3 1 D H W 7` on a build that could force either algorithm): F(4, 3) took 0.67× F(2,
+/// 3)'s time at 64→64 channels on 20×28×20 (175 tiles of F(4, 3)), 0.81× at 128→128, but 1.16×
+/// at 256→256, and 1.45× at 128→128 on 10×14×10 (36 tiles); at 64→64 on 80×112×80, 0.56×.
 pub(super) fn conv3d(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
     let dst = OutDest {
         out: SharedMut(out.as_mut_ptr()),
