@@ -695,6 +695,107 @@ fn prefetch_span(values: &[f32], start: usize, len: usize) {
     let _ = (values, start, len);
 }
 
+/// Columns `c0..c0 + S` of an input row padded with zeros, of which `lo..hi` lie inside `row`:
+/// the row itself when all do, else `buf` filled with them and zeros.
+#[inline(always)]
+fn padded_span<'a, const S: usize>(
+    row: &'a [f32],
+    c0: usize,
+    lo: usize,
+    hi: usize,
+    buf: &'a mut [f32; S],
+) -> &'a [f32; S] {
+    if lo == 0 && hi == S {
+        if let Some(span) = row.get(c0..c0 + S).and_then(|span| span.try_into().ok()) {
+            return span;
+        }
+    }
+    *buf = [0.0; S];
+    if lo < hi {
+        copy_short(&row[c0.wrapping_add(lo)..][..hi - lo], &mut buf[lo..hi]);
+    }
+    buf
+}
+
+/// Stores the transformed tiles `s[ξ][0..b.n]` of block `b` into V (see [`VDest`]).
+#[inline(always)]
+fn store_tiles(s: &[[f32; NT]], b: &Block, dst: VDest) {
+    for (xi, row) in s.iter().enumerate() {
+        // Tiles off..off + n, split where they cross a group of NT.
+        let mut k = 0;
+        while k < b.n {
+            let (tg, lane) = ((b.off + k) / NT, (b.off + k) % NT);
+            let len = (NT - lane).min(b.n - k);
+            let at = ((xi * dst.groups + tg) * dst.c_in + dst.ci) * NT + lane;
+            // SAFETY: tile off + k < groups·NT, so `at + len` ≤ taps·groups·NT·c_in, the size
+            // of V; these elements belong to channel ci, this task's own.
+            unsafe {
+                let to = dst.v.get().add(at);
+                if len == NT {
+                    to.cast::<[f32; NT]>().write_unaligned(*row);
+                } else {
+                    copy_short(&row[k..k + len], std::slice::from_raw_parts_mut(to, len));
+                }
+            }
+            k += len;
+        }
+    }
+}
+
+/// Loads the GEMM results `m[ξ][b.off..b.off + b.n]` (`m` `[ξ][tc]`) of block `b` into `s`.
+#[inline(always)]
+fn load_tiles(m: &[f32], tc: usize, b: &Block, s: &mut [[f32; NT]]) {
+    for (xi, row) in s.iter_mut().enumerate() {
+        let at = xi * tc + b.off;
+        match m.get(at..at + NT) {
+            Some(src) => row.copy_from_slice(src),
+            None => copy_short(&m[at..at + b.n], &mut row[..b.n]),
+        }
+    }
+}
+
+/// Implements [`Algorithm`] for `$name` (output tiles `$m`³) with the calling module's
+/// `transform_weights_w`, `input_transform` and `output_transform`, each compiled per CPU by
+/// `multiversion!`.
+macro_rules! algorithm {
+    ($name:ident, $m:expr) => {
+        impl Algorithm for $name {
+            const M: usize = $m;
+            const TAPS: usize = ($m + 2) * ($m + 2) * ($m + 2);
+
+            fn transform_weights_w<const W: usize>(
+                w: &[f32],
+                c_in: usize,
+                co0: usize,
+                dst: &mut [f32],
+            ) {
+                transform_weights_w::<W>(w, c_in, co0, dst);
+            }
+
+            fn input_transform(
+                x: &[f32],
+                next: &[f32],
+                g: &ConvGeometry,
+                blocks: &[Block],
+                dst: VDest,
+            ) {
+                input_transform(x, next, g, blocks, dst);
+            }
+
+            fn output_transform(
+                m: &[f32],
+                tc: usize,
+                blocks: &[Block],
+                g: &ConvGeometry,
+                out: OutDest,
+                co: usize,
+            ) {
+                output_transform(m, tc, blocks, g, out, co);
+            }
+        }
+    };
+}
+
 mod f2;
 mod f4;
 

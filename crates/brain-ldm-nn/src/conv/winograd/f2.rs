@@ -1,7 +1,8 @@
 //! F(2×2×2, 3×3×3): the Lavin–Gray F(2, 3) matrices along each axis, 4×4×4 input tiles.
 
 use super::{
-    avx512_available, copy_short, prefetch_span, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
+    avx512_available, load_tiles, padded_span, prefetch_span, store_tiles, Algorithm, Block,
+    ConvGeometry, OutDest, VDest, NT,
 };
 
 /// F(2×2×2, 3×3×3).
@@ -10,29 +11,7 @@ pub(super) struct F2;
 /// Transformed taps per tile (4×4×4).
 const XI: usize = 64;
 
-impl Algorithm for F2 {
-    const M: usize = 2;
-    const TAPS: usize = XI;
-
-    fn transform_weights_w<const W: usize>(w: &[f32], c_in: usize, co0: usize, dst: &mut [f32]) {
-        transform_weights_w::<W>(w, c_in, co0, dst);
-    }
-
-    fn input_transform(x: &[f32], next: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest) {
-        input_transform(x, next, g, blocks, dst);
-    }
-
-    fn output_transform(
-        m: &[f32],
-        tc: usize,
-        blocks: &[Block],
-        g: &ConvGeometry,
-        out: OutDest,
-        co: usize,
-    ) {
-        output_transform(m, tc, blocks, g, out, co);
-    }
-}
+algorithm!(F2, 2);
 
 multiversion! {
     /// [`Algorithm::transform_weights_w`] of F(2, 3) (the `W` channels are the lanes of the
@@ -129,6 +108,7 @@ multiversion! {
         let [d, h, wd] = g.input;
         let [(pd, _), (ph, _), (pw, _)] = g.padding;
         let mut s = [[0f32; NT]; XI];
+        let mut buf = [0f32; SPAN];
         for b in blocks {
             // Columns c0..c0 + SPAN of the padded row; those inside the input are lo..hi.
             let c0 = (2 * b.tx0).wrapping_sub(pw);
@@ -144,21 +124,7 @@ multiversion! {
                         continue;
                     }
                     let row = &x[(z * h + y) * wd..][..wd];
-                    let mut buf;
-                    let inside = (lo == 0 && hi == SPAN)
-                        .then(|| row.get(c0..c0 + SPAN)?.try_into().ok())
-                        .flatten();
-                    let span: &[f32; SPAN] = match inside {
-                        // The whole span lies inside the row: read it there.
-                        Some(span) => span,
-                        None => {
-                            buf = [0.0; SPAN];
-                            if lo < hi {
-                                copy_short(&row[c0.wrapping_add(lo)..][..hi - lo], &mut buf[lo..hi]);
-                            }
-                            &buf
-                        }
-                    };
+                    let span = padded_span(row, c0, lo, hi, &mut buf);
                     prefetch_span(next, (z * h + y) * wd + c0.wrapping_add(lo), hi.saturating_sub(lo));
                     // Even and odd columns apart, so the row transform below vectorises.
                     let (mut even, mut odd) = ([0f32; NT + 1], [0f32; NT + 1]);
@@ -181,26 +147,7 @@ multiversion! {
             for base in 0..16 {
                 bt_axis(&mut s, base, 16);
             }
-            for (xi, row) in s.iter().enumerate() {
-                // Tiles off..off + n, split where they cross a group of NT.
-                let mut k = 0;
-                while k < b.n {
-                    let (tg, lane) = ((b.off + k) / NT, (b.off + k) % NT);
-                    let len = (NT - lane).min(b.n - k);
-                    let at = ((xi * dst.groups + tg) * dst.c_in + dst.ci) * NT + lane;
-                    // SAFETY: tile off + k < groups·NT, so `at + len` ≤ 64·groups·NT·c_in,
-                    // the size of V; these elements belong to channel ci, this task's own.
-                    unsafe {
-                        let to = dst.v.get().add(at);
-                        if len == NT {
-                            to.cast::<[f32; NT]>().write_unaligned(*row);
-                        } else {
-                            copy_short(&row[k..k + len], std::slice::from_raw_parts_mut(to, len));
-                        }
-                    }
-                    k += len;
-                }
-            }
+            store_tiles(&s, b, dst);
         }
     }
 }
@@ -212,13 +159,7 @@ multiversion! {
         let ovol = g.output_volume();
         let mut s = [[0f32; NT]; XI];
         for b in blocks {
-            for (xi, row) in s.iter_mut().enumerate() {
-                let at = xi * tc + b.off;
-                match m.get(at..at + NT) {
-                    Some(src) => row.copy_from_slice(src),
-                    None => copy_short(&m[at..at + b.n], &mut row[..b.n]),
-                }
-            }
+            load_tiles(m, tc, b, &mut s);
             for base in 0..16 {
                 at_axis(&mut s, base, 16);
             }
