@@ -196,8 +196,9 @@ impl PerThread {
 }
 
 /// Many tiles per weight: the transformed weights are computed once, and parallel tasks run
-/// chunks of [`CHUNK_TILES`] tiles through the three phases in per-thread scratch (V and M of
-/// a chunk stay in L2).
+/// chunks of [`CHUNK_TILES`] tiles through the three phases in per-thread scratch (a chunk's V
+/// and M, `(c_in + c_out)·TAPS·CHUNK_TILES` floats, are read back from cache: L2 for F(2, 3)
+/// up to 256 channels in all, L3 for F(4, 3)).
 fn many_tiles<A: Algorithm>(
     x: &[f32],
     w: &[f32],
