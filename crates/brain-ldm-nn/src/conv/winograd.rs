@@ -696,6 +696,47 @@ fn prefetch_span(values: &[f32], start: usize, len: usize) {
     let _ = (values, start, len);
 }
 
+/// Where tap `(a, b, c)` of a 3×3×3 kernel (tap `(a·3 + b)·3 + c`) sits in a tile of edge
+/// `edge`: entry `(a·edge + b)·edge + c`.
+const fn tap_positions(edge: usize) -> [usize; 27] {
+    let mut pos = [0; 27];
+    let mut t = 0;
+    while t < 27 {
+        pos[t] = (t / 9 * edge + t / 3 % 3) * edge + t % 3;
+        t += 1;
+    }
+    pos
+}
+
+/// Loads the 27 taps of input channel `ci` and output channels `co0..co0 + W` into lanes
+/// `0..W` of the entries `pos` of `s`.
+#[inline(always)]
+fn load_taps<const W: usize>(
+    w: &[f32],
+    c_in: usize,
+    co0: usize,
+    ci: usize,
+    pos: &[usize; 27],
+    s: &mut [[f32; 8]],
+) {
+    for l in 0..W {
+        let taps: &[f32] = &w[((co0 + l) * c_in + ci) * 27..][..27];
+        for (&p, &v) in pos.iter().zip(taps) {
+            s[p][l] = v;
+        }
+    }
+}
+
+/// Stores lanes `0..W` of the transformed taps `s` of input channel `ci` into `dst`
+/// `[ξ][c_in][W]`.
+#[inline(always)]
+fn store_taps<const W: usize>(s: &[[f32; 8]], c_in: usize, ci: usize, dst: &mut [f32]) {
+    for (xi, row) in s.iter().enumerate() {
+        let at = (xi * c_in + ci) * W;
+        dst[at..at + W].copy_from_slice(&row[..W]);
+    }
+}
+
 /// Columns `c0..c0 + S` of an input row padded with zeros, of which `lo..hi` lie inside `row`:
 /// the row itself when all do, else `buf` filled with them and zeros.
 #[inline(always)]

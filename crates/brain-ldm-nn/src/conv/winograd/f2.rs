@@ -1,8 +1,8 @@
 //! F(2×2×2, 3×3×3): the Lavin–Gray F(2, 3) matrices along each axis, 4×4×4 input tiles.
 
 use super::{
-    avx512_available, load_tiles, padded_span, prefetch_span, store_tiles, Algorithm, Block,
-    ConvGeometry, OutDest, VDest, NT,
+    avx512_available, load_taps, load_tiles, padded_span, prefetch_span, store_taps, store_tiles,
+    tap_positions, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
 };
 
 /// F(2×2×2, 3×3×3).
@@ -20,23 +20,10 @@ multiversion! {
         // s[(a·4 + b)·4 + c][lane]: taps in, transformed taps out, axis by axis; every entry
         // read is written first, for every input channel.
         // Where tap (a, b, c) of the 3×3×3 kernel starts: entry (a·4 + b)·4 + c.
-        const POS: [usize; 27] = {
-            let mut pos = [0; 27];
-            let mut t = 0;
-            while t < 27 {
-                pos[t] = (t / 9 * 4 + t / 3 % 3) * 4 + t % 3;
-                t += 1;
-            }
-            pos
-        };
+        const POS: [usize; 27] = tap_positions(4);
         let mut s = [[0f32; 8]; XI];
         for ci in 0..c_in {
-            for l in 0..W {
-                let taps: &[f32] = &w[((co0 + l) * c_in + ci) * 27..][..27];
-                for (&p, &v) in POS.iter().zip(taps) {
-                    s[p][l] = v;
-                }
-            }
+            load_taps::<W>(w, c_in, co0, ci, &POS, &mut s);
             for ab in 0..9 {
                 g_axis(&mut s, (ab / 3 * 4 + ab % 3) * 4, 1);
             }
@@ -46,10 +33,7 @@ multiversion! {
             for bc in 0..16 {
                 g_axis(&mut s, bc, 16);
             }
-            for (xi, row) in s.iter().enumerate() {
-                let at = (xi * c_in + ci) * W;
-                dst[at..at + W].copy_from_slice(&row[..W]);
-            }
+            store_taps::<W>(&s, c_in, ci, dst);
         }
     }
 }

@@ -16,8 +16,8 @@
 //! ```
 
 use super::{
-    avx512_available, load_tiles, padded_span, prefetch_span, store_tiles, Algorithm, Block,
-    ConvGeometry, OutDest, VDest, NT,
+    avx512_available, load_taps, load_tiles, padded_span, prefetch_span, store_taps, store_tiles,
+    tap_positions, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
 };
 
 /// F(4×4×4, 3×3×3).
@@ -39,23 +39,10 @@ multiversion! {
         // s[(a·6 + b)·6 + c][lane]: taps in, transformed taps out, axis by axis; every entry
         // read is written first, for every input channel.
         // Where tap (a, b, c) of the 3×3×3 kernel starts: entry (a·6 + b)·6 + c.
-        const POS: [usize; 27] = {
-            let mut pos = [0; 27];
-            let mut t = 0;
-            while t < 27 {
-                pos[t] = (t / 9 * E + t / 3 % 3) * E + t % 3;
-                t += 1;
-            }
-            pos
-        };
+        const POS: [usize; 27] = tap_positions(E);
         let mut s = [[0f32; 8]; XI];
         for ci in 0..c_in {
-            for l in 0..W {
-                let taps: &[f32] = &w[((co0 + l) * c_in + ci) * 27..][..27];
-                for (&p, &v) in POS.iter().zip(taps) {
-                    s[p][l] = v;
-                }
-            }
+            load_taps::<W>(w, c_in, co0, ci, &POS, &mut s);
             for ab in 0..9 {
                 g_axis(&mut s, (ab / 3 * E + ab % 3) * E, 1);
             }
@@ -65,10 +52,7 @@ multiversion! {
             for bc in 0..E * E {
                 g_axis(&mut s, bc, E * E);
             }
-            for (xi, row) in s.iter().enumerate() {
-                let at = (xi * c_in + ci) * W;
-                dst[at..at + W].copy_from_slice(&row[..W]);
-            }
+            store_taps::<W>(&s, c_in, ci, dst);
         }
     }
 }
