@@ -3,7 +3,8 @@
 //! 160×224×160. Prints the time of each phase; peak memory comes from `/usr/bin/time -v`.
 //!
 //! Run: `/usr/bin/time -v cargo run --release -p brain-ldm --example sample_full_size -- [STEPS]`
-//! (results in docs/benchmarks.md).
+//! (results in docs/benchmarks.md). Built with `--features cuda` it runs on the first CUDA GPU
+//! when one is present (docs/cuda.md), else on the CPU.
 
 use brain_ldm::{
     AutoencoderKL, AutoencoderKLConfig, Conditioning, ConditioningMode, CovariateScaling,
@@ -33,7 +34,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let steps = std::env::args()
         .nth(1)
         .map_or(Ok(50), |s| s.parse::<usize>())?;
-    let device = Device::Cpu;
+    let device = Device::cuda_if_available(0)?;
     let start = Instant::now();
     let ae_config = AutoencoderKLConfig::brain_ldm();
     let unet_config = DiffusionModelUNetConfig::brain_ldm();
@@ -70,10 +71,12 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         &mut brain_ldm::NoiseGenerator::new(1),
         &mut |done, total| eprint!("\rstep {done}/{total}"),
     )?;
+    device.synchronize()?;
     let denoise = start.elapsed().as_secs_f64();
     eprintln!();
     let start = Instant::now();
     let image = pipeline.decode(&latent)?;
+    device.synchronize()?;
     let decode = start.elapsed().as_secs_f64();
     println!(
         "{steps} DDIM steps: {denoise:.1} s ({:.2} s/step); decode to {:?}: {decode:.1} s; total {:.1} s",

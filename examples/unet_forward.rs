@@ -12,6 +12,9 @@
 //! new MONAI key names, or `.safetensors`) the weights are loaded from it and the loading
 //! time is printed; with `CONVERTED` as well, the checkpoint is first converted to that
 //! `.safetensors` file (timed) and the model is loaded from the converted file.
+//!
+//! Built with `--features cuda` it runs on the first CUDA GPU when one is present
+//! (docs/cuda.md), else on the CPU.
 
 use brain_ldm_unet::{convert_checkpoint, DiffusionModelUNet, DiffusionModelUNetConfig};
 use candle_core::{DType, Device, Tensor};
@@ -45,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(n) => n.parse()?,
         None => 1,
     };
-    let dev = Device::Cpu;
+    let dev = Device::cuda_if_available(0)?;
     let cfg = DiffusionModelUNetConfig::brain_ldm();
 
     let unet = match (args.get(1), args.get(2)) {
@@ -85,12 +88,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..repetitions {
         let start = Instant::now();
         let y = unet.forward(&x, &t, Some(&context), None)?;
+        dev.synchronize()?;
+        let elapsed = start.elapsed().as_secs_f64();
         let max = y.abs()?.max_all()?.to_scalar::<f32>()?;
         println!(
-            "forward {:?} -> {:?}: {:.3} s (max |y| {max:.4})",
+            "forward {:?} -> {:?}: {elapsed:.3} s (max |y| {max:.4})",
             x.dims(),
             y.dims(),
-            start.elapsed().as_secs_f64()
         );
     }
     Ok(())

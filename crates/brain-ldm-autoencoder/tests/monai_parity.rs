@@ -15,8 +15,8 @@ use brain_ldm_autoencoder::{
     PatchDiscriminatorConfig, Streaming,
 };
 use brain_ldm_nn::checkpoint::{Checkpoint, CheckpointError};
-use candle_core::{DType, Device};
-use common::{assert_close, fixture_path, load_fixture, model_checkpoint};
+use candle_core::DType;
+use common::{assert_close, device, fixture_path, load_fixture, model_checkpoint};
 
 /// Every output of an autoencoder fixture, with the given streaming setting.
 fn autoencoder_parity(rel: &str, streaming: Option<Streaming>) {
@@ -87,11 +87,11 @@ fn old_generative_pickle_loads_as_is() {
     let (t, config) = load_fixture(OLD_REF);
     let cfg = AutoencoderKLConfig::from_json(&config).unwrap();
     // The pickle really holds the old names.
-    let raw = Checkpoint::load(fixture_path(OLD_PT), &Device::Cpu).unwrap();
+    let raw = Checkpoint::load(fixture_path(OLD_PT), &device()).unwrap();
     assert!(raw
         .tensors()
         .contains_key("decoder.blocks.3.conv.conv.weight"));
-    let ae = AutoencoderKL::load(fixture_path(OLD_PT), &cfg, &Device::Cpu).unwrap();
+    let ae = AutoencoderKL::load(fixture_path(OLD_PT), &cfg, &device()).unwrap();
     let (mu, _) = ae.encode(&t["in.x"]).unwrap();
     assert_close("old z_mu", &mu, &t["out.z_mu"]);
     assert_close("old recon", &ae.decode(&mu).unwrap(), &t["out.recon"]);
@@ -101,7 +101,7 @@ fn old_generative_pickle_loads_as_is() {
 fn safetensors_export_round_trip() {
     let (t, config) = load_fixture(OLD_REF);
     let cfg = AutoencoderKLConfig::from_json(&config).unwrap();
-    let raw = Checkpoint::load(fixture_path(OLD_PT), &Device::Cpu).unwrap();
+    let raw = Checkpoint::load(fixture_path(OLD_PT), &device()).unwrap();
     let upgraded = brain_ldm_autoencoder::upgrade_old_keys(raw, &cfg).unwrap();
     assert!(upgraded
         .tensors()
@@ -109,7 +109,7 @@ fn safetensors_export_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("autoencoder.safetensors");
     upgraded.save_safetensors(&path).unwrap();
-    let ae = AutoencoderKL::load(&path, &cfg, &Device::Cpu).unwrap();
+    let ae = AutoencoderKL::load(&path, &cfg, &device()).unwrap();
     assert_close(
         "exported recon",
         &ae.reconstruct(&t["in.x"]).unwrap(),
@@ -137,9 +137,9 @@ fn old_attention_names_are_upgraded() {
                 v.clone(),
             );
             let id = if k.ends_with("weight") {
-                candle_core::Tensor::eye(c, DType::F32, &Device::Cpu).unwrap()
+                candle_core::Tensor::eye(c, DType::F32, &device()).unwrap()
             } else {
-                candle_core::Tensor::zeros(c, DType::F32, &Device::Cpu).unwrap()
+                candle_core::Tensor::zeros(c, DType::F32, &device()).unwrap()
             };
             identity.insert(k.clone(), id);
         } else {
@@ -235,7 +235,7 @@ fn bad_files_are_typed_errors() {
     // Not a checkpoint at all.
     let junk = dir.path().join("junk.pt");
     std::fs::write(&junk, b"this is not a pickle").unwrap();
-    let err = AutoencoderKL::load(&junk, &cfg, &Device::Cpu).unwrap_err();
+    let err = AutoencoderKL::load(&junk, &cfg, &device()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -249,15 +249,15 @@ fn bad_files_are_typed_errors() {
         let bytes = std::fs::read(fixture_path(src)).unwrap();
         let cut = dir.path().join(name);
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-        let err = AutoencoderKL::load(&cut, &cfg, &Device::Cpu).unwrap_err();
+        let err = AutoencoderKL::load(&cut, &cfg, &device()).unwrap_err();
         assert!(matches!(err, AutoencoderError::Checkpoint(_)), "{err}");
         assert!(err.to_string().contains(name), "{err}");
     }
     // Unknown extension, missing file.
-    assert!(AutoencoderKL::load(dir.path().join("w.txt"), &cfg, &Device::Cpu).is_err());
-    assert!(AutoencoderKL::load(dir.path().join("none.pt"), &cfg, &Device::Cpu).is_err());
+    assert!(AutoencoderKL::load(dir.path().join("w.txt"), &cfg, &device()).is_err());
+    assert!(AutoencoderKL::load(dir.path().join("none.pt"), &cfg, &device()).is_err());
     // The old pickle against the full-size bundle config: one mismatch error.
-    let err = AutoencoderKL::load(fixture_path(OLD_PT), &cfg, &Device::Cpu).unwrap_err();
+    let err = AutoencoderKL::load(fixture_path(OLD_PT), &cfg, &device()).unwrap_err();
     assert!(err.to_string().contains("wrong shape"), "{err}");
 }
 
@@ -267,7 +267,7 @@ fn bad_inputs_are_typed_errors() {
     let (t, config) = load_fixture(rel);
     let cfg = AutoencoderKLConfig::from_json(&config).unwrap();
     let ae = AutoencoderKL::from_checkpoint(&model_checkpoint(&t, rel), &cfg, DType::F32).unwrap();
-    let wrong = candle_core::Tensor::zeros((1, 2, 8, 8, 8), DType::F32, &Device::Cpu).unwrap();
+    let wrong = candle_core::Tensor::zeros((1, 2, 8, 8, 8), DType::F32, &device()).unwrap();
     assert!(matches!(
         ae.encode(&wrong),
         Err(AutoencoderError::InputShape { .. })

@@ -26,6 +26,12 @@ struct Fixture {
     t: HashMap<String, Tensor>,
 }
 
+/// The device the parity tests run on: the first CUDA GPU when built with `--features cuda`
+/// and one is present, else the CPU.
+fn device() -> Device {
+    Device::cuda_if_available(0).expect("CUDA device")
+}
+
 fn fixture(name: &str) -> Fixture {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/monai")
@@ -33,7 +39,7 @@ fn fixture(name: &str) -> Fixture {
     let bytes = std::fs::read(&path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let config = serde_json::from_str(&meta.metadata().as_ref().unwrap()["config"]).unwrap();
-    let t = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load_buffer(&bytes, &device()).unwrap();
     Fixture { config, t }
 }
 
@@ -159,12 +165,9 @@ fn autoencoder_losses_gradients_and_adam_step_match_monai() {
     let cfg: AutoencoderKLConfig = serde_json::from_value(f.config["model"].clone()).unwrap();
     let kl_weight = f.config["kl_weight"].as_f64().unwrap();
     let build = |vars: &VarMap| {
-        AutoencoderKL::new(
-            &cfg,
-            VarBuilder::from_varmap(vars, DType::F32, &Device::Cpu),
-        )
-        .unwrap()
-        .with_streaming(None)
+        AutoencoderKL::new(&cfg, VarBuilder::from_varmap(vars, DType::F32, &device()))
+            .unwrap()
+            .with_streaming(None)
     };
     let vars = VarMap::new();
     let ae = build(&vars);
@@ -195,11 +198,7 @@ fn patch_adversarial_losses_gradients_and_adam_step_match_monai() {
     let f = fixture("training_discriminator");
     let cfg = PatchDiscriminatorConfig::from_json(&f.config["model"].to_string()).unwrap();
     let build = |vars: &VarMap| {
-        PatchDiscriminator::new(
-            &cfg,
-            VarBuilder::from_varmap(vars, DType::F32, &Device::Cpu),
-        )
-        .unwrap()
+        PatchDiscriminator::new(&cfg, VarBuilder::from_varmap(vars, DType::F32, &device())).unwrap()
     };
     let vars = VarMap::new();
     let disc = build(&vars);
@@ -270,11 +269,7 @@ fn diffusion_losses_gradients_and_adam_adamw_steps_match_monai() {
     );
     let schedule = NoiseScheduleConfig::brain_ldm().build().unwrap();
     let build = |vars: &VarMap| {
-        DiffusionModelUNet::new(
-            &cfg,
-            VarBuilder::from_varmap(vars, DType::F32, &Device::Cpu),
-        )
-        .unwrap()
+        DiffusionModelUNet::new(&cfg, VarBuilder::from_varmap(vars, DType::F32, &device())).unwrap()
     };
     let vars = VarMap::new();
     let unet = build(&vars);

@@ -23,6 +23,8 @@ fn max_abs(t: &Tensor) -> f32 {
 
 #[test]
 fn gradients_match_monai() {
+    // The first CUDA GPU when built with `--features cuda` and one is present, else the CPU.
+    let device = Device::cuda_if_available(0).unwrap();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/monai/training_unet.safetensors");
     let bytes = std::fs::read(&path).unwrap();
@@ -30,14 +32,11 @@ fn gradients_match_monai() {
     let meta: serde_json::Value =
         serde_json::from_str(&meta.metadata().as_ref().unwrap()["config"]).unwrap();
     let cfg: DiffusionModelUNetConfig = serde_json::from_value(meta["model"].clone()).unwrap();
-    let t = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load_buffer(&bytes, &device).unwrap();
 
     let mut vars = VarMap::new();
-    let unet = DiffusionModelUNet::new(
-        &cfg,
-        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    let unet =
+        DiffusionModelUNet::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, &device)).unwrap();
     let mut n = 0;
     for (k, v) in &t {
         if let Some(key) = k.strip_prefix("model.") {

@@ -13,6 +13,12 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// The device the tests run on: the first CUDA GPU when built with `--features cuda` and one
+/// is present, else the CPU.
+pub fn device() -> Device {
+    Device::cuda_if_available(0).expect("CUDA device")
+}
+
 /// Path of a fixture under the repository's `tests/fixtures/`.
 pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,7 +36,7 @@ pub fn read(rel: &str) -> (HashMap<String, Tensor>, String) {
         .as_ref()
         .and_then(|m| m.get("config").cloned())
         .expect("config metadata");
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).expect("tensors");
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &device()).expect("tensors");
     (tensors, config)
 }
 
@@ -111,7 +117,7 @@ fn one_token_shortcut_matches_full_attention() {
     let (t, json) = read(rel);
     let cfg = config(&json);
     let mut vars = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+    let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &device());
     let unet = DiffusionModelUNet::new(&cfg, vb).expect("build on a VarMap");
     for (k, v) in weights(&t, rel).tensors() {
         vars.set_one(k, v)
@@ -131,7 +137,7 @@ const OLD_REF: &str = "monai-generative-0.2/bundle_unet_oldkeys_small.safetensor
 fn loads_old_generative_models_pickle_as_is() {
     let (t, json) = read(OLD_REF);
     let cfg = config(&json);
-    let unet = DiffusionModelUNet::load(fixture(OLD_PT), &cfg, DType::F32, &Device::Cpu)
+    let unet = DiffusionModelUNet::load(fixture(OLD_PT), &cfg, DType::F32, &device())
         .expect("old-key .pt loads");
     let y = unet
         .forward(&t["in.x"], &t["in.timesteps"], t.get("in.context"), None)
@@ -147,12 +153,12 @@ fn converts_old_pickle_to_core_safetensors_and_back() {
     let out = dir.path().join("unet.safetensors");
     brain_ldm_unet::convert_checkpoint(fixture(OLD_PT), &out, &cfg).expect("convert");
     // The export holds MONAI core names only.
-    let saved = Checkpoint::load(&out, &Device::Cpu).expect("read back");
+    let saved = Checkpoint::load(&out, &device()).expect("read back");
     assert!(saved.tensors().keys().all(|k| !k.contains("to_out")));
     assert!(saved
         .tensors()
         .contains_key("middle_block.attention.transformer_blocks.0.attn2.out_proj.weight"));
-    let unet = DiffusionModelUNet::load(&out, &cfg, DType::F32, &Device::Cpu).expect("load");
+    let unet = DiffusionModelUNet::load(&out, &cfg, DType::F32, &device()).expect("load");
     let y = unet
         .forward(&t["in.x"], &t["in.timesteps"], t.get("in.context"), None)
         .expect("forward");
@@ -232,14 +238,14 @@ fn small_model(classes: Option<usize>) -> DiffusionModelUNet {
     let vars = candle_nn::VarMap::new();
     DiffusionModelUNet::new(
         &cfg,
-        candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+        candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &device()),
     )
     .expect("build")
 }
 
 #[test]
 fn bad_inputs_are_typed_errors() {
-    let dev = Device::Cpu;
+    let dev = device();
     let unet = small_model(None);
     let x = Tensor::zeros((2, 3, 4, 6, 4), DType::F32, &dev).unwrap();
     let t = Tensor::new(&[1u32, 2], &dev).unwrap();
@@ -315,7 +321,7 @@ fn self_attention_model_rejects_context() {
     let (t, json) = read(rel);
     let unet = DiffusionModelUNet::from_checkpoint(weights(&t, rel), &config(&json), DType::F32)
         .expect("build");
-    let ctx = Tensor::zeros((1, 1, 4), DType::F32, &Device::Cpu).unwrap();
+    let ctx = Tensor::zeros((1, 1, 4), DType::F32, &device()).unwrap();
     assert!(matches!(
         unet.forward(&t["in.x"], &t["in.timesteps"], Some(&ctx), None),
         Err(UnetError::Input {
@@ -330,7 +336,7 @@ fn self_attention_model_rejects_context() {
 /// embedding row, the two models (sharing every other weight) give the same output.
 #[test]
 fn context_embedding_adds_the_mean_token_to_the_time_embedding() {
-    let dev = Device::Cpu;
+    let dev = device();
     let json = r#"{"spatial_dims": 3, "in_channels": 3, "out_channels": 2, "channels": [8, 16],
         "attention_levels": [false, true], "num_head_channels": 8, "num_res_blocks": 1,
         "norm_num_groups": 4, "with_conditioning": true, "cross_attention_dim": 4}"#;

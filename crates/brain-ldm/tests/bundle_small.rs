@@ -9,13 +9,18 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// The device the tests run on: the first CUDA GPU when built with `--features cuda` and one
+/// is present, else the CPU.
+fn device() -> Device {
+    Device::cuda_if_available(0).expect("CUDA device")
+}
+
 fn bundle_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/bundle-small")
 }
 
 fn reference() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(bundle_dir().join("reference.safetensors"), &Device::Cpu)
-        .unwrap()
+    candle_core::safetensors::load(bundle_dir().join("reference.safetensors"), &device()).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -129,7 +134,7 @@ fn check_against_reference(pipeline: &LatentDiffusionPipeline) {
 
 #[test]
 fn the_bundle_folder_loads_as_distributed_and_matches_its_sampler() {
-    let pipeline = LatentDiffusionPipeline::open(bundle_dir(), &Device::Cpu).unwrap();
+    let pipeline = LatentDiffusionPipeline::open(bundle_dir(), &device()).unwrap();
     check_against_reference(&pipeline);
 }
 
@@ -140,14 +145,14 @@ fn the_converted_folder_gives_the_same_samples() {
     for file in ["model.json", "autoencoder.safetensors", "unet.safetensors"] {
         assert!(out.path().join(file).is_file(), "{file} missing");
     }
-    let pipeline = LatentDiffusionPipeline::open(out.path(), &Device::Cpu).unwrap();
+    let pipeline = LatentDiffusionPipeline::open(out.path(), &device()).unwrap();
     check_against_reference(&pipeline);
 }
 
 #[test]
 fn missing_bundle_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let err = LatentDiffusionPipeline::open(dir.path(), &Device::Cpu)
+    let err = LatentDiffusionPipeline::open(dir.path(), &device())
         .err()
         .unwrap();
     assert!(err.to_string().contains("configs/inference.json"), "{err}");
@@ -157,7 +162,7 @@ fn missing_bundle_files_are_named() {
         dir.path().join("configs/networks.json"),
     )
     .unwrap();
-    let err = LatentDiffusionPipeline::open(dir.path(), &Device::Cpu)
+    let err = LatentDiffusionPipeline::open(dir.path(), &device())
         .err()
         .unwrap();
     assert!(err.to_string().contains("models/autoencoder.pt"), "{err}");
@@ -178,7 +183,7 @@ fn a_config_that_does_not_match_the_weights_is_reported_with_its_keys() {
         "\"transformer_num_layers\": 2",
     );
     std::fs::write(dir.path().join("configs/networks.json"), text).unwrap();
-    let err = LatentDiffusionPipeline::open(dir.path(), &Device::Cpu)
+    let err = LatentDiffusionPipeline::open(dir.path(), &device())
         .err()
         .unwrap()
         .to_string();

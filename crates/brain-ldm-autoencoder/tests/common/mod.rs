@@ -5,12 +5,18 @@ use std::collections::HashMap;
 use brain_ldm_nn::checkpoint::Checkpoint;
 use candle_core::{DType, Device, Tensor};
 
+/// The device the parity tests run on: the first CUDA GPU when built with `--features cuda`
+/// and one is present, else the CPU.
+pub fn device() -> Device {
+    Device::cuda_if_available(0).expect("CUDA device")
+}
+
 /// Path of a fixture under the repository's `tests/fixtures/`.
 pub fn fixture_path(rel: &str) -> String {
     format!("{}/../../tests/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A fixture's tensors (CPU) and its `config` metadata JSON.
+/// A fixture's tensors (on [`device`]) and its `config` metadata JSON.
 pub fn load_fixture(rel: &str) -> (HashMap<String, Tensor>, String) {
     let path = fixture_path(rel);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -20,7 +26,7 @@ pub fn load_fixture(rel: &str) -> (HashMap<String, Tensor>, String) {
         .as_ref()
         .and_then(|m| m.get("config").cloned())
         .expect("config metadata");
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).expect("tensors");
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &device()).expect("tensors");
     (tensors, config)
 }
 

@@ -6,7 +6,6 @@ use super::sampler_args::{open_model, steps_bar, SamplerArgs};
 use anyhow::Context;
 use brain_ldm::fidelity::{Fidelity, FidelityConfig, FidelityProgress, Provenance};
 use brain_ldm::Sex;
-use candle_core::Device;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -55,7 +54,7 @@ pub struct FidelityArgs {
     /// Sex of the swept samples: F or M.
     #[arg(long, default_value = "F")]
     sex: Sex,
-    /// The sampler: --steps, --scheduler, --eta, --spacing.
+    /// The sampler: --steps, --scheduler, --eta, --spacing, --device.
     #[command(flatten)]
     sampler: SamplerArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a model trained with
@@ -104,7 +103,7 @@ fn prepare_output(dir: &Path) -> anyhow::Result<()> {
 
 /// Runs `brain-ldm fidelity`.
 pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
-    let device = Device::Cpu;
+    let device = args.sampler.device.open()?;
     let (pipeline, model) = open_model(args.model.as_deref(), &device)?;
     let config = FidelityConfig {
         points: args.points,

@@ -3,6 +3,7 @@
 //! to [`Command`] and one arm to [`run`].
 
 pub mod convert;
+pub mod device;
 pub mod eval;
 pub mod fidelity;
 pub mod info;

@@ -5,7 +5,6 @@ use anyhow::{bail, Context};
 use brain_ldm::{
     Conditioning, PartialCovariates, SampleRecord, SampleRequest, SampleWriter, Sex, VoxelFormat,
 };
-use candle_core::Device;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -66,7 +65,7 @@ pub struct SampleArgs {
     /// Seed of the run; sample i starts from noise stream i of this seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The sampler: --steps, --scheduler, --eta, --spacing.
+    /// The sampler: --steps, --scheduler, --eta, --spacing, --device.
     #[command(flatten)]
     sampler: SamplerArgs,
     /// Voxel type of the NIfTI files.
@@ -133,7 +132,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     if args.num_samples == 0 || args.sampler.steps == 0 || args.batch_size == 0 {
         bail!("-n, --steps and --batch-size must be at least 1");
     }
-    let device = Device::Cpu;
+    let device = args.sampler.device.open()?;
     // Cheap checks first: covariates, before loading weights.
     let requested = requested(&args)?;
     let format = match args.format {

@@ -1,6 +1,7 @@
 //! What `brain-ldm sample` and `brain-ldm fidelity` share: the sampler's arguments, the
 //! model they sample and the progress bar over denoising steps.
 
+use super::device::DeviceChoice;
 use anyhow::Context;
 use brain_ldm::{
     LatentDiffusionPipeline, SamplingSettings, SchedulerKind, TimestepSpacing, DEMO_MODEL_NAME,
@@ -10,8 +11,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 
-/// How each sample is denoised (`--steps`, `--scheduler`, `--eta`, `--spacing`), flattened
-/// into the commands that sample.
+/// How and where each sample is denoised (`--steps`, `--scheduler`, `--eta`, `--spacing`,
+/// `--device`), flattened into the commands that sample.
 #[derive(Debug, Args)]
 pub struct SamplerArgs {
     /// Denoising steps.
@@ -27,6 +28,10 @@ pub struct SamplerArgs {
     /// trailing.
     #[arg(long, default_value = "leading")]
     pub spacing: TimestepSpacing,
+    /// Where the models run: auto (the first CUDA GPU when built with `--features cuda` and
+    /// one is present, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
 }
 
 impl SamplerArgs {
