@@ -10,6 +10,11 @@ use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 
+/// Freed full-size slab buffers are reused instead of faulted in again (brain-ldm-nn's
+/// `LargeBlockCache`).
+#[global_allocator]
+static ALLOCATOR: brain_ldm_nn::LargeBlockCache = brain_ldm_nn::LargeBlockCache::new();
+
 fn bench(c: &mut Criterion) {
     let dev = Device::Cpu;
     let vars = VarMap::new();

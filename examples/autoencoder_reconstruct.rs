@@ -20,6 +20,11 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
+/// Freed full-size slab buffers are reused instead of faulted in again (brain-ldm-nn's
+/// `LargeBlockCache`).
+#[global_allocator]
+static ALLOCATOR: brain_ldm_nn::LargeBlockCache = brain_ldm_nn::LargeBlockCache::new();
+
 /// Seeded weights: convolution and linear weights uniform with variance 1/fan_in, norm gains
 /// 1, biases 0; variables visited in name order so the result depends only on the seed.
 fn random_model(cfg: &AutoencoderKLConfig, seed: u64) -> candle_core::Result<AutoencoderKL> {

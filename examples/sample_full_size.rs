@@ -16,6 +16,10 @@ use candle_nn::{VarBuilder, VarMap};
 use std::collections::HashMap;
 use std::time::Instant;
 
+/// Freed full-size slab buffers are reused instead of faulted in again (`LargeBlockCache`).
+#[global_allocator]
+static ALLOCATOR: brain_ldm::nn::LargeBlockCache = brain_ldm::nn::LargeBlockCache::new();
+
 /// Builds a model with randomly initialised weights that carry no autograd graph.
 fn random<T>(device: &Device, build: impl Fn(VarBuilder) -> Result<T>) -> Result<T> {
     let varmap = VarMap::new();

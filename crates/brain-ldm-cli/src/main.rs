@@ -10,6 +10,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Freed full-size slab buffers are reused instead of faulted in again (`LargeBlockCache`).
+#[global_allocator]
+static ALLOCATOR: brain_ldm::nn::LargeBlockCache = brain_ldm::nn::LargeBlockCache::new();
+
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();
     match commands::run(cli) {

@@ -17,6 +17,8 @@
 //! * [`timestep_embedding`]: MONAI's sinusoidal embedding (cosines first);
 //!   [`ops::geglu`]: the gated GELU of MONAI's transformer feed-forward.
 //!
+//! * [`LargeBlockCache`]: a global allocator that reuses the large blocks slab-wise
+//!   full-size inference frees and allocates again, instead of faulting in fresh pages.
 //! * [`checkpoint`]: safetensors and PyTorch-pickle checkpoints, key renaming, a strict fit
 //!   check that lists every missing, unexpected or mis-shaped key, safetensors export.
 //!
@@ -34,6 +36,7 @@ pub mod checkpoint;
 mod conv;
 mod embedding;
 mod error;
+mod large_blocks;
 mod norm;
 mod resample;
 
@@ -45,6 +48,7 @@ pub use conv::{
 };
 pub use embedding::timestep_embedding;
 pub use error::NnError;
+pub use large_blocks::{LargeBlockCache, LARGE_BLOCK_BYTES};
 pub use norm::{group_norm, layer_norm, GroupNorm, GroupNormStatistics, LayerNorm};
 
 /// Functional forms of the 3D operations.
