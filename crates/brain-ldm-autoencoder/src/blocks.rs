@@ -18,11 +18,13 @@ pub struct Streaming {
 }
 
 impl Default for Streaming {
-    /// Layers of 2²⁵ elements (128 MiB in f32) or more, in slabs of about 2²³ elements.
+    /// Layers of 2²⁵ elements (128 MiB in f32) or more, in slabs of about 2²⁴ elements (8
+    /// depth rows of 64 channels at 160×224×160: twice 2²³'s 4 rows, so each slab's two halo
+    /// rows are normalised for twice the output; the same peak memory, docs/benchmarks.md).
     fn default() -> Self {
         Self {
             min_elements: 1 << 25,
-            slab_elements: 1 << 23,
+            slab_elements: 1 << 24,
         }
     }
 }

@@ -12,7 +12,8 @@
 //! for inference only (see [`crate::Streaming`]).
 
 use brain_ldm_nn::{ops, Conv3d, Conv3dConfig, GroupNorm, GroupNormStatistics};
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Result, Tensor};
+use rayon::prelude::*;
 
 /// Per-(sample, group) statistics of a whole volume, for a group norm applied slab by slab.
 pub(crate) enum GroupStats {
@@ -191,39 +192,120 @@ pub(crate) fn conv_slabs(
 }
 
 /// `y + bias` (per channel of `[b, c, d, h, w]`) `+ residual`, contiguous. For a contiguous f32
-/// `y` on the CPU the sums are written into `y` itself: a slab's temporaries then stay at its
-/// input and output, which keeps the encoder's peak memory below half of MONAI's.
+/// `y` on the CPU the sums are written into `y` itself, in one pass over it: a slab's
+/// temporaries then stay at its input and output, which keeps the encoder's peak memory below
+/// half of MONAI's.
 fn add_bias_residual(y: Tensor, bias: Option<&Tensor>, residual: Option<Tensor>) -> Result<Tensor> {
+    if bias.is_none() && residual.is_none() {
+        return y.contiguous();
+    }
     let in_place = y.device().is_cpu() && y.dtype() == DType::F32 && y.is_contiguous();
+    if in_place
+        && residual
+            .as_ref()
+            .is_none_or(|r| r.dtype() == DType::F32 && r.dims() == y.dims())
+    {
+        let add = AddInPlace {
+            bias: match bias {
+                Some(b) => b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+                None => Vec::new(),
+            },
+            plane: y.dims()[2..].iter().product(),
+        };
+        match residual {
+            Some(r) => y.inplace_op2(&r.contiguous()?, &add)?,
+            None => y.inplace_op1(&add)?,
+        }
+        return Ok(y);
+    }
     let mut y = y;
     if let Some(bias) = bias {
-        let bias = bias.to_dtype(y.dtype())?;
-        if in_place {
-            let plane = y.dims()[2..].iter().product();
-            y.inplace_op2(&bias, &AddInPlace { repeat: plane })?;
-        } else {
-            y = y.broadcast_add(&bias.reshape((1, (), 1, 1, 1))?)?;
-        }
+        y = y.broadcast_add(&bias.to_dtype(y.dtype())?.reshape((1, (), 1, 1, 1))?)?;
     }
     if let Some(residual) = residual {
-        if in_place && residual.dtype() == DType::F32 && residual.dims() == y.dims() {
-            y.inplace_op2(&residual.contiguous()?, &AddInPlace { repeat: 1 })?;
-        } else {
-            y = (y + residual)?;
-        }
+        y = (y + residual)?;
     }
     y.contiguous()
 }
 
-/// `lhs[i] += rhs[i / repeat % rhs.len()]` on contiguous f32 CPU tensors: with `repeat` 1 an
-/// elementwise sum of equal shapes, with `repeat` the spatial size a per-channel bias.
+/// `lhs[i] += bias[channel of i] (+ rhs[i])` on a contiguous f32 CPU tensor `[b, c, …]` whose
+/// channel planes hold `plane` values, with `bias` empty (no bias) or of length `c`; in
+/// parallel over the planes.
 struct AddInPlace {
-    repeat: usize,
+    bias: Vec<f32>,
+    plane: usize,
+}
+
+impl AddInPlace {
+    /// Checks the operands and adds.
+    fn add(
+        &self,
+        lhs: &mut CpuStorage,
+        l1: &Layout,
+        rhs: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<()> {
+        let Some((a0, a1)) = l1.contiguous_offsets() else {
+            candle_core::bail!("add-in-place: the destination must be contiguous");
+        };
+        let CpuStorage::F32(lhs) = lhs else {
+            candle_core::bail!("add-in-place: operands must be f32");
+        };
+        let lhs = &mut lhs[a0..a1];
+        let rhs = match rhs {
+            None => None,
+            Some((CpuStorage::F32(rhs), l2)) => match l2.contiguous_offsets() {
+                Some((b0, b1)) if b1 - b0 == lhs.len() => Some(&rhs[b0..b1]),
+                _ => candle_core::bail!(
+                    "add-in-place: the residual must be contiguous, of {} values",
+                    lhs.len()
+                ),
+            },
+            Some(_) => candle_core::bail!("add-in-place: operands must be f32"),
+        };
+        if self.plane == 0
+            || lhs.len() % self.plane != 0
+            || (!self.bias.is_empty() && (lhs.len() / self.plane) % self.bias.len() != 0)
+        {
+            candle_core::bail!(
+                "add-in-place: {} values are not planes of {} for {} channels",
+                lhs.len(),
+                self.plane,
+                self.bias.len()
+            );
+        }
+        lhs.par_chunks_mut(self.plane)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let bias = if self.bias.is_empty() {
+                    0.0
+                } else {
+                    self.bias[i % self.bias.len()]
+                };
+                match rhs {
+                    Some(rhs) => {
+                        let rhs = &rhs[i * self.plane..][..self.plane];
+                        out.iter_mut().zip(rhs).for_each(|(o, r)| *o += bias + r);
+                    }
+                    None => out.iter_mut().for_each(|o| *o += bias),
+                }
+            });
+        Ok(())
+    }
+}
+
+impl InplaceOp1 for AddInPlace {
+    fn name(&self) -> &'static str {
+        "add-bias-in-place"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout) -> Result<()> {
+        self.add(s1, l1, None)
+    }
 }
 
 impl InplaceOp2 for AddInPlace {
     fn name(&self) -> &'static str {
-        "add-in-place"
+        "add-bias-residual-in-place"
     }
 
     fn cpu_fwd(
@@ -233,25 +315,58 @@ impl InplaceOp2 for AddInPlace {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("add-in-place: operands must be contiguous");
-        };
-        let (CpuStorage::F32(lhs), CpuStorage::F32(rhs)) = (s1, s2) else {
-            candle_core::bail!("add-in-place: operands must be f32");
-        };
-        let (lhs, rhs) = (&mut lhs[a0..a1], &rhs[b0..b1]);
-        if rhs.is_empty() || lhs.len() % (self.repeat * rhs.len()) != 0 {
-            candle_core::bail!(
-                "add-in-place: {} elements do not repeat {} values {} times",
-                lhs.len(),
-                rhs.len(),
-                self.repeat
-            );
+        self.add(s1, l1, Some((s2, l2)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn tensor(values: Vec<f32>, dims: &[usize]) -> Tensor {
+        Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn in_place_sums_match_broadcast_ones() {
+        let dims = [2, 3, 2, 2, 5];
+        let n: usize = dims.iter().product();
+        let y = || tensor((0..n).map(|i| (i as f32 * 0.37).sin()).collect(), &dims);
+        let bias = tensor(vec![0.5, -1.25, 2.0], &[3]);
+        let residual = tensor((0..n).map(|i| (i as f32 * 0.11).cos()).collect(), &dims);
+        let bias_b = bias.reshape((1, 3, 1, 1, 1)).unwrap();
+        let cases = [
+            (Some(&bias), None, y().broadcast_add(&bias_b).unwrap()),
+            (None, Some(residual.clone()), (y() + &residual).unwrap()),
+            (
+                Some(&bias),
+                Some(residual.clone()),
+                (y().broadcast_add(&bias_b).unwrap() + &residual).unwrap(),
+            ),
+        ];
+        for (bias, residual, want) in cases {
+            let got = add_bias_residual(y(), bias, residual).unwrap();
+            let err = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(err.to_scalar::<f32>().unwrap() < 1e-6);
         }
-        for (chunk, &v) in lhs.chunks_exact_mut(self.repeat).zip(rhs.iter().cycle()) {
-            chunk.iter_mut().for_each(|x| *x += v);
-        }
-        Ok(())
+    }
+
+    #[test]
+    fn mismatched_operands_are_errors() {
+        let add = AddInPlace {
+            bias: vec![1.0, 2.0],
+            plane: 4,
+        };
+        let y = tensor(vec![0.0; 12], &[1, 3, 4]);
+        let err = y.inplace_op1(&add).unwrap_err().to_string();
+        assert!(err.contains("not planes of 4 for 2 channels"), "{err}");
+        let add = AddInPlace {
+            bias: Vec::new(),
+            plane: 4,
+        };
+        let short = tensor(vec![0.0; 8], &[1, 2, 4]);
+        let err = y.inplace_op2(&short, &add).unwrap_err().to_string();
+        assert!(err.contains("must be contiguous, of 12 values"), "{err}");
     }
 }
