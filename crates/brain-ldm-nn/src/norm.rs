@@ -6,6 +6,7 @@ use candle_core::{
 };
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Group normalisation over `[b, c, …]` (any number of trailing axes), as
 /// `torch.nn.GroupNorm`, with an optional fused SiLU.
@@ -131,8 +132,10 @@ impl GroupNorm {
         let data = storage.as_slice::<f32>()?;
         let (start, st) = (layout.start_offset(), layout.stride());
         let per_group = channels / self.num_groups;
-        let mut out = vec![0f32; batch * channels * spatial];
-        out.par_chunks_mut(spatial.max(1))
+        let len = batch * channels * spatial;
+        let mut out = Vec::with_capacity(len);
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(spatial.max(1))
             .enumerate()
             .for_each(|(i, dst)| {
                 let (sample, c) = (i / channels, i % channels);
@@ -141,6 +144,8 @@ impl GroupNorm {
                 let (scale, offset) = scale_offset(gain[c], shift[c], mean, inv_std);
                 normalise(dst, &data[from..from + spatial], scale, offset, silu);
             });
+        // SAFETY: the chunks cover the first `len` elements, and `normalise` wrote every one.
+        unsafe { out.set_len(len) };
         Tensor::from_vec(out, dims, part.device())
     }
 
@@ -307,9 +312,10 @@ impl CustomOp3 for FusedGroupNorm {
         let per_group = channels / self.num_groups;
         let x = contiguous_f32(s1, l1)?;
         let (gain, shift) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
-        let mut out = vec![0f32; x.len()];
+        let mut out = Vec::with_capacity(x.len());
         let group_len = per_group * spatial;
-        out.par_chunks_mut(group_len)
+        out.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(group_len.max(1))
             .zip(x.par_chunks(group_len))
             .enumerate()
             .for_each(|(i, (dst, src))| {
@@ -321,6 +327,9 @@ impl CustomOp3 for FusedGroupNorm {
                     normalise(d, s, scale, offset, self.silu);
                 }
             });
+        // SAFETY: the groups' channel planes cover all `x.len()` elements, and `normalise`
+        // wrote every one.
+        unsafe { out.set_len(x.len()) };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -461,16 +470,18 @@ fn scale_offset(gain: f32, shift: f32, mean: f64, inv_std: f64) -> (f32, f32) {
     (scale as f32, (shift as f64 - mean * scale) as f32)
 }
 
-/// `dst = silu?(src · scale + offset)`.
-fn normalise(dst: &mut [f32], src: &[f32], scale: f32, offset: f32, silu: bool) {
+/// `dst = silu?(src · scale + offset)`, writing every element of `dst` (as long as `src`):
+/// outputs are filled without being zeroed first.
+fn normalise(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, offset: f32, silu: bool) {
+    assert_eq!(dst.len(), src.len(), "normalise: every output is written");
     if silu {
         for (d, &s) in dst.iter_mut().zip(src) {
             let y = s * scale + offset;
-            *d = y / (1.0 + exp(-y));
+            d.write(y / (1.0 + exp(-y)));
         }
     } else {
         for (d, &s) in dst.iter_mut().zip(src) {
-            *d = s * scale + offset;
+            d.write(s * scale + offset);
         }
     }
 }

@@ -23,6 +23,7 @@
 
 use super::geometry::ConvGeometry;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -90,7 +91,8 @@ fn blocks(tiles: [usize; 3], range: Range<usize>) -> Vec<Block> {
 }
 
 /// 3×3×3 stride-1 convolution of one batch item `x` `[c_in, d, h, w]` into `out`
-/// `[c_out, od, oh, ow]`; callers check [`applicable`] first.
+/// `[c_out, od, oh, ow]`, writing every element (`out` need not be initialised); callers check
+/// [`applicable`] first.
 ///
 /// F(4, 3) runs where it has at least as many tiles as channels and 64: its weight transform,
 /// 3.4× the size of F(2, 3)'s, is done once per call and must be amortised over the tiles. On
@@ -98,9 +100,9 @@ fn blocks(tiles: [usize; 3], range: Range<usize>) -> Vec<Block> {
 /// -- C C 3 1 D H W 7` on a build that could force either algorithm): F(4, 3) took 0.67× F(2,
 /// 3)'s time at 64→64 channels on 20×28×20 (175 tiles of F(4, 3)), 0.81× at 128→128, but 1.16×
 /// at 256→256, and 1.45× at 128→128 on 10×14×10 (36 tiles); at 64→64 on 80×112×80, 0.56×.
-pub(super) fn conv3d(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
+pub(super) fn conv3d(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [MaybeUninit<f32>]) {
     let dst = OutDest {
-        out: SharedMut(out.as_mut_ptr()),
+        out: SharedMut(out.as_mut_ptr().cast()),
         len: out.len(),
     };
     let small = tile_grid::<F2>(g);
@@ -966,8 +968,11 @@ mod tests {
         let g = ConvGeometry::new(&xs, &ws, &cfg).unwrap();
         let x = random(xs.iter().product(), 5);
         let w = random(ws.iter().product(), 6);
-        let mut out = vec![f32::NAN; g.c_out * g.output_volume()];
+        let mut out = vec![MaybeUninit::new(f32::NAN); g.c_out * g.output_volume()];
         conv3d(&x, &w, &g, &mut out);
+        // SAFETY: every element was initialised (to NaN) above.
+        let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
+        assert!(out.iter().all(|v| v.is_finite()), "every output is written");
         let reference = direct(&x, &w, &g);
         let scale = reference.iter().fold(1f64, |a, b| a.max(b.abs()));
         out.iter()
