@@ -263,8 +263,8 @@ impl AddInPlace {
             Some(_) => candle_core::bail!("add-in-place: operands must be f32"),
         };
         if self.plane == 0
-            || lhs.len() % self.plane != 0
-            || (!self.bias.is_empty() && (lhs.len() / self.plane) % self.bias.len() != 0)
+            || !lhs.len().is_multiple_of(self.plane)
+            || (!self.bias.is_empty() && !(lhs.len() / self.plane).is_multiple_of(self.bias.len()))
         {
             candle_core::bail!(
                 "add-in-place: {} values are not planes of {} for {} channels",
