@@ -488,16 +488,21 @@ fn normalise(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, offset: f32,
 
 /// `e^x` in f32 to about 2 ulp (Cephes' `expf`: `2^k · p(r)`, a degree-7 polynomial on
 /// `|r| ≤ ln 2 / 2`), branch-free so that loops over it vectorise; saturates outside
-/// [−87.3, 88.3] (the results stay finite and positive).
+/// [−87.3, 88.3] and takes NaN as −87.3 (the results stay finite and positive; SiLU of NaN is
+/// still NaN, through its other factor).
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in a part exact in f32 and the rest.
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.3, 88.3);
+    // `max` and `min` return the other operand for NaN (`clamp` would keep it).
+    let x = x.max(-87.3).min(88.3);
     let fx = x * LOG2E + 0.5;
-    let truncated = fx as i32 as f32;
+    // SAFETY (both conversions): now |fx| < 128 and k is an integer in
+    // [−126, 128], so they are in i32's range (unlike `as`, these need no saturation, so the
+    // loops over `exp` vectorise fully).
+    let truncated = unsafe { fx.to_int_unchecked::<i32>() } as f32;
     let k = if truncated > fx {
         truncated - 1.0
     } else {
@@ -509,7 +514,7 @@ fn exp(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((k as i32 + 127) << 23) as u32)
+    y * f32::from_bits(((unsafe { k.to_int_unchecked::<i32>() } + 127) << 23) as u32)
 }
 
 /// `Σ f(v)` over `values`, summed as [`lane_sum_pairs`] does.
@@ -646,7 +651,15 @@ mod tests {
             worst = worst.max((got - want).abs() / want);
         }
         assert!(worst < 4e-7, "worst relative error {worst}");
-        for x in [-1e4f32, -100.0, 100.0, 1e4] {
+        for x in [
+            -1e4f32,
+            -100.0,
+            100.0,
+            1e4,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ] {
             let y = super::exp(x);
             assert!(y.is_finite() && y > 0.0, "exp({x}) = {y}");
         }
