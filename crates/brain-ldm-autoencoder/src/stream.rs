@@ -284,7 +284,10 @@ impl AddInPlace {
                 match rhs {
                     Some(rhs) => {
                         let rhs = &rhs[i * self.plane..][..self.plane];
-                        out.iter_mut().zip(rhs).for_each(|(o, r)| *o += bias + r);
+                        // (y + bias) + residual, in the order of the unfused sums.
+                        out.iter_mut()
+                            .zip(rhs)
+                            .for_each(|(o, r)| *o = (*o + bias) + r);
                     }
                     None => out.iter_mut().for_each(|o| *o += bias),
                 }
