@@ -497,6 +497,7 @@ fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     // `max` and `min` return the other operand for NaN (`clamp` would keep it).
+    #[allow(clippy::manual_clamp)]
     let x = x.max(-87.3).min(88.3);
     let fx = x * LOG2E + 0.5;
     // SAFETY (both conversions): now |fx| < 128 and k is an integer in
