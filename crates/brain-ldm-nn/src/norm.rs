@@ -313,9 +313,10 @@ impl CustomOp3 for FusedGroupNorm {
         let x = contiguous_f32(s1, l1)?;
         let (gain, shift) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
         let mut out = Vec::with_capacity(x.len());
-        let group_len = per_group * spatial;
+        // At least 1, so that an empty volume gives empty chunks rather than a panic.
+        let group_len = (per_group * spatial).max(1);
         out.spare_capacity_mut()[..x.len()]
-            .par_chunks_mut(group_len.max(1))
+            .par_chunks_mut(group_len)
             .zip(x.par_chunks(group_len))
             .enumerate()
             .for_each(|(i, (dst, src))| {

@@ -43,8 +43,8 @@ pub(crate) fn conv3d_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32>
     let in_stride = g.c_in * g.input_volume();
     let out_stride = g.c_out * g.output_volume();
     if super::winograd::applicable(g) {
-        // Written without being zeroed first: for the full-size slabs, zeroing cost ≈ 5 % of
-        // the autoencoder's time.
+        // Written without being zeroed first (zeroing the full-size slabs was measurable:
+        // docs/benchmarks.md, "Autoencoder").
         let mut out = Vec::with_capacity(out_len);
         for (xb, ob) in x
             .chunks_exact(in_stride)
