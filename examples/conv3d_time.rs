@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let weight = Tensor::randn(0f32, 0.05, (c_out, c_in, k, k, k), &device)?;
     let config = Conv3dConfig::new(pad, 1);
     let output = conv3d(&x, &weight, &config)?;
+    device.synchronize()?;
     let voxels = output.elem_count() / c_out;
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {

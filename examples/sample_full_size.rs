@@ -67,6 +67,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let mut scheduler = pipeline.scheduler(&settings)?;
     let conditioning = Conditioning([1.0, 0.7, 0.7, 0.5]);
     let noise = brain_ldm::NoiseGenerator::new(0).randn((1, 3, 20, 28, 20), DType::F32, &device)?;
+    // The GPU runs asynchronously: nothing queued before may count in the timings.
+    device.synchronize()?;
     let start = Instant::now();
     let latent = pipeline.denoise(
         scheduler.as_mut(),

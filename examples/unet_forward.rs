@@ -85,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .reshape((1, 7, 20, 28, 20))?;
     let t = Tensor::new(&[500u32], &dev)?;
     let context = Tensor::new(&[[[1.0f32, 0.7, 0.7, 0.5]]], &dev)?;
+    dev.synchronize()?;
     for _ in 0..repetitions {
         let start = Instant::now();
         let y = unet.forward(&x, &t, Some(&context), None)?;

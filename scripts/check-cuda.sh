@@ -4,8 +4,8 @@
 #   - the GPU parity test binaries: MONAI's fixtures through the autoencoder, the UNet, training
 #     gradients and one AdamW step, the bundle-small pipeline end to end, the schedulers;
 #   - the timing examples conv3d_time, unet_forward and sample_full_size;
-#   - the `brain-ldm` tool (sampling with `--device cuda`);
-#   - scripts/run-cuda-checks.sh, which runs them all on the GPU machine.
+#   - the `brain-ldm` tool (sampling with `--device cuda`).
+# scripts/run-cuda-checks.sh runs them all on the GPU machine.
 # Usage, from the repo root: scripts/check-cuda.sh [CUDA_BUILD_ENV]
 #   CUDA_BUILD_ENV: the script that sets up nvcc and a driver stub (default:
 #   ../shared/scripts/cuda-build-env.sh; it puts the build in target/cuda).
@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.."
 source "${1:-../shared/scripts/cuda-build-env.sh}"
 packages=(-p brain-ldm-nn -p brain-ldm-schedulers -p brain-ldm-autoencoder -p brain-ldm-unet
   -p brain-ldm-train -p brain-ldm -p brain-ldm-cli)
-# One feature set for all three (examples and tests both enable the dev-dependencies), so
-# candle is compiled once.
+# The same packages for the build and the test binaries (examples and tests both enable the
+# dev-dependencies), so both resolve the same features and candle is compiled once.
 cargo build --release --features cuda "${packages[@]}" --bins --examples
 cargo test --release --features cuda "${packages[@]}" --no-run --message-format=json \
   >"$CARGO_TARGET_DIR/cuda-tests.json"
@@ -52,7 +52,6 @@ cp "$CARGO_TARGET_DIR/release/brain-ldm" "$out/"
 strip "$out"/*
 # The tests find their fixtures through the repo path compiled into them.
 pwd >"$out/build-root"
-cp scripts/run-cuda-checks.sh "$out/"
 # The binaries share candle's PTX kernels (≈ 20 MB compressed): a dictionary larger than
 # all of them together stores those once (24 MB in all instead of 73).
 tar -C "$out" -cf - . | xz -T2 -9 --lzma2=preset=9,dict=768MiB >"$out.tar.xz"

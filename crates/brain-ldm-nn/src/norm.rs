@@ -501,9 +501,9 @@ fn exp(x: f32) -> f32 {
     #[allow(clippy::manual_clamp)]
     let x = x.max(-87.3).min(88.3);
     let fx = x * LOG2E + 0.5;
-    // SAFETY (both conversions): now |fx| < 128 and k is an integer in
-    // [−126, 128], so they are in i32's range (unlike `as`, these need no saturation, so the
-    // loops over `exp` vectorise fully).
+    // SAFETY (both conversions): now |fx| < 128 and k is an integer in [−126, 127], so both
+    // are in i32's range (unlike `as`, these need no saturation, so loops over `exp`
+    // vectorise).
     let truncated = unsafe { fx.to_int_unchecked::<i32>() } as f32;
     let k = if truncated > fx {
         truncated - 1.0
