@@ -16,8 +16,9 @@
 //! width-major and processed a chunk at a time ([`CHUNK_TILES`] tiles per chunk when there
 //! are many), in three parallel phases: input transform (per input channel), GEMMs (per block
 //! of output channels and taps), output transform (per output channel). Transforms run on
-//! runs of up to [`NT`] tiles consecutive along the width, so every step is an elementwise
-//! operation on `NT`-float arrays. The GEMMs run a register-blocked microkernel for AVX-512,
+//! blocks of [`NT`] consecutive tiles, one per lane, so every step is an elementwise operation
+//! on `NT`-float arrays; where tile rows are shorter than `NT` (the UNet's latents), a block
+//! spans several rows. The GEMMs run a register-blocked microkernel for AVX-512,
 //! AVX2+FMA or plain Rust, chosen at run time; all three sum in the same order and give the
 //! same floats.
 
@@ -27,7 +28,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Mutex;
 
-/// Tiles per transform block (consecutive along the width).
+/// Tiles per transform block (consecutive in tile order).
 const NT: usize = 16;
 /// Tiles per chunk when there are many (a multiple of [`NT`]).
 const CHUNK_TILES: usize = 32;
@@ -35,15 +36,25 @@ const CHUNK_TILES: usize = 32;
 const CB: usize = 6;
 /// Most input channels per pass of the microkernel (its V panel, KC·NT floats, stays in L1).
 const KC: usize = 256;
+/// How far ahead (floats) the microkernels prefetch the transformed weights they stream
+/// (`conv3d_time 512 512 3 1 20 28 20` on F(2, 3): 0.44 s without the hint, 0.33 s with it).
+const U_PREFETCH: usize = 256;
 /// Fewest input or output channels for which this path beats the direct kernels.
 const MIN_CHANNELS: usize = 16;
 
-/// Whether [`conv3d`] computes this convolution (3×3×3, stride 1, enough channels).
+/// Whether [`conv3d`] computes this convolution: 3×3×3, stride 1, enough channels, and
+/// enough tiles per channel pair to pay for the weight transform. Tiny volumes with many
+/// channels (the bundle UNet's 5×7×5 level) are left to the direct GEMM: at 768→768 channels
+/// on 5×7×5 it took 0.034 s against F(2, 3)'s 0.046 s, at 512→512 0.020 s against 0.025 s,
+/// but at 384→192 0.0095 s against 0.0076 s (medians of `conv3d_time C_IN C_OUT 3 1 5 7 5 7`
+/// on a build that could force either).
 pub(super) fn applicable(g: &ConvGeometry) -> bool {
+    let (c_in, c_out) = (g.c_in, g.c_out);
     g.kernel == [3, 3, 3]
         && g.stride == [1, 1, 1]
-        && g.c_in >= MIN_CHANNELS
-        && g.c_out >= MIN_CHANNELS
+        && c_in >= MIN_CHANNELS
+        && c_out >= MIN_CHANNELS
+        && 5 * tile_grid::<F2>(g).iter().product::<usize>() * (c_in + c_out) > c_in * c_out
 }
 
 /// A raw pointer shared by tasks that write disjoint elements.
@@ -60,46 +71,69 @@ impl SharedMut {
     }
 }
 
-/// A run of `n ≤ NT` tiles at tile coordinates `(tz, ty, tx0..tx0 + n)`, stored from column
-/// `off` of the chunk's buffers.
+/// Up to [`NT`] consecutive tiles (in linear order), one per lane of the transforms, stored
+/// from column `off` of the chunk's buffers. Where the tile rows are shorter than `NT`, a block
+/// spans several of them, so that the transforms work on full lanes.
 struct Block {
+    off: usize,
+    n: usize,
+    runs: Vec<Run>,
+}
+
+/// The tiles `(tz, ty, tx0..tx0 + n)` of a [`Block`], one tile row's part of it, in lanes
+/// `lane..lane + n`.
+struct Run {
     tz: usize,
     ty: usize,
     tx0: usize,
     n: usize,
-    off: usize,
+    lane: usize,
 }
 
-/// The blocks of tiles `range` (linear indices over a `[ntd, nth, ntw]` tile grid).
+/// The blocks of tiles `range` (linear indices over a `[ntd, nth, ntw]` tile grid): [`NT`]
+/// tiles each but the last.
 fn blocks(tiles: [usize; 3], range: Range<usize>) -> Vec<Block> {
     let [_, nth, ntw] = tiles;
-    let mut out = Vec::new();
-    let mut t = range.start;
-    while t < range.end {
-        let (row, tx0) = (t / ntw, t % ntw);
-        let n = NT.min(ntw - tx0).min(range.end - t);
-        out.push(Block {
-            tz: row / nth,
-            ty: row % nth,
-            tx0,
-            n,
-            off: t - range.start,
-        });
-        t += n;
-    }
-    out
+    range
+        .clone()
+        .step_by(NT)
+        .map(|first| {
+            let end = (first + NT).min(range.end);
+            let mut runs = Vec::new();
+            let mut t = first;
+            while t < end {
+                let (row, tx0) = (t / ntw, t % ntw);
+                let n = (ntw - tx0).min(end - t);
+                runs.push(Run {
+                    tz: row / nth,
+                    ty: row % nth,
+                    tx0,
+                    n,
+                    lane: t - first,
+                });
+                t += n;
+            }
+            Block {
+                off: first - range.start,
+                n: end - first,
+                runs,
+            }
+        })
+        .collect()
 }
 
 /// 3×3×3 stride-1 convolution of one batch item `x` `[c_in, d, h, w]` into `out`
 /// `[c_out, od, oh, ow]`, writing every element (`out` need not be initialised); callers check
 /// [`applicable`] first.
 ///
-/// F(4, 3) runs where it has at least as many tiles as channels and 64: its weight transform,
-/// 3.4× the size of F(2, 3)'s, is done once per call and must be amortised over the tiles. On
-/// this rule's boundary (medians of `cargo run --release -p brain-ldm-nn --example conv3d_time
-/// -- C C 3 1 D H W 7` on a build that could force either algorithm): F(4, 3) took 0.67× F(2,
-/// 3)'s time at 64→64 channels on 20×28×20 (175 tiles of F(4, 3)), 0.81× at 128→128, but 1.16×
-/// at 256→256, and 1.45× at 128→128 on 10×14×10 (36 tiles); at 64→64 on 80×112×80, 0.56×.
+/// F(4, 3) runs where it has at least 64 tiles, F(2, 3) below; either runs all tiles as one
+/// chunk ([`few_tiles`]) when its weights dominate (many channels, few tiles), else chunk by
+/// chunk ([`many_tiles`]). The rule comes from medians of `cargo run --release -p brain-ldm-nn
+/// --example conv3d_time -- C_IN C_OUT 3 1 D H W 5` on a build that could force each path
+/// (F(2, 3) many / F(4, 3) many / F(4, 3) few): on 20×28×20 (175 tiles of F(4, 3)),
+/// 512→512 0.418 / 0.271 / 0.253 s, 256→256 0.099 / 0.083 / 0.068 s, 192→192 0.066 / 0.040 /
+/// 0.043 s; on 10×14×10 (36 tiles), 128→128 took 0.0058 s with F(2, 3) against 0.0094 s, and
+/// 512→512 0.063 s (F(2, 3), few) against 0.116 s (F(4, 3), few).
 pub(super) fn conv3d(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [MaybeUninit<f32>]) {
     let dst = OutDest {
         out: SharedMut(out.as_mut_ptr().cast()),
@@ -107,10 +141,15 @@ pub(super) fn conv3d(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [MaybeUni
     };
     let small = tile_grid::<F2>(g);
     let large = tile_grid::<F4>(g);
-    let channels = g.c_in.max(g.c_out);
-    if large.iter().product::<usize>() >= channels.max(64) {
-        many_tiles::<F4>(x, w, g, large, dst);
-    } else if small.iter().product::<usize>() * (g.c_in + g.c_out) <= g.c_in * g.c_out {
+    let (c_in, c_out) = (g.c_in, g.c_out);
+    let large_tiles: usize = large.iter().product();
+    if large_tiles >= 64 {
+        if 2 * large_tiles * (c_in + c_out) <= 3 * c_in * c_out {
+            few_tiles::<F4>(x, w, g, large, dst);
+        } else {
+            many_tiles::<F4>(x, w, g, large, dst);
+        }
+    } else if small.iter().product::<usize>() * (c_in + c_out) <= c_in * c_out {
         few_tiles::<F2>(x, w, g, small, dst);
     } else {
         many_tiles::<F2>(x, w, g, small, dst);
@@ -218,14 +257,14 @@ fn many_tiles<A: Algorithm>(
     let vol = g.input_volume();
     let scratch = PerThread::new();
     (0..total.div_ceil(tc)).into_par_iter().for_each(|c| {
-        scratch.with((c_in + c_out) * A::TAPS * tc, |buf| {
-            let (v, m) = buf.split_at_mut(c_in * A::TAPS * tc);
+        let v_len = A::TAPS * v_tap_stride(tc / NT, c_in);
+        scratch.with(v_len + c_out * A::TAPS * tc, |buf| {
+            let (v, m) = buf.split_at_mut(v_len);
             let range = c * tc..((c + 1) * tc).min(total);
             let nt = range.len();
             let blocks = blocks(tiles, range);
             let vp = SharedMut(v.as_mut_ptr());
             for (ci, xc) in x.chunks_exact(vol).enumerate() {
-                let groups = tc / NT;
                 A::input_transform(
                     xc,
                     x.get((ci + 1) * vol..(ci + 2) * vol).unwrap_or(&[]),
@@ -233,7 +272,7 @@ fn many_tiles<A: Algorithm>(
                     &blocks,
                     VDest {
                         v: vp,
-                        groups,
+                        tap_stride: v_tap_stride(tc / NT, c_in),
                         c_in,
                         ci,
                     },
@@ -244,6 +283,7 @@ fn many_tiles<A: Algorithm>(
                 taps: A::TAPS,
                 nt,
                 groups: tc / NT,
+                v_tap_stride: v_tap_stride(tc / NT, c_in),
                 v,
                 m: SharedMut(m.as_mut_ptr()),
             };
@@ -271,7 +311,7 @@ fn few_tiles<A: Algorithm>(
     let total: usize = tiles.iter().product();
     let groups = total.div_ceil(NT);
     let tc = groups * NT;
-    let mut v = Scratch::take(A::TAPS * tc * c_in);
+    let mut v = Scratch::take(A::TAPS * v_tap_stride(groups, c_in));
     let mut m = Scratch::take(c_out * A::TAPS * tc);
     let blocks = blocks(tiles, 0..total);
     let vp = SharedMut(v.as_mut_ptr());
@@ -284,7 +324,7 @@ fn few_tiles<A: Algorithm>(
             &blocks,
             VDest {
                 v: vp,
-                groups,
+                tap_stride: v_tap_stride(groups, c_in),
                 c_in,
                 ci,
             },
@@ -295,6 +335,7 @@ fn few_tiles<A: Algorithm>(
         taps: A::TAPS,
         nt: total,
         groups,
+        v_tap_stride: v_tap_stride(groups, c_in),
         v: &v,
         m: SharedMut(m.as_mut_ptr()),
     };
@@ -362,23 +403,34 @@ impl Scratch {
     }
 }
 
+/// Floats of V per transformed tap for `groups` groups of [`NT`] tiles: one cache line more
+/// than the tap's `groups·c_in·NT`, so that the rows one channel's input transform writes for
+/// a block of tiles (one per tap) are not a multiple of 4 KiB apart (`conv3d_time C C 3 1 20 28
+/// 20 9`, two runs each: 256→256 0.067, 0.067 s against 0.072, 0.075 s unpadded; 128→128 on
+/// 40×56×40 0.116, 0.113 s against 0.117, 0.119 s).
+fn v_tap_stride(groups: usize, c_in: usize) -> usize {
+    groups * c_in * NT + NT
+}
+
 /// Where the input transform of channel `ci` writes: tile `t` of tap `ξ` goes to
-/// `v[((ξ·groups + t / NT)·c_in + ci)·NT + t % NT]`.
+/// `v[ξ·tap_stride + (t / NT·c_in + ci)·NT + t % NT]` (see [`v_tap_stride`]).
 #[derive(Clone, Copy)]
 struct VDest {
     v: SharedMut,
-    groups: usize,
+    tap_stride: usize,
     c_in: usize,
     ci: usize,
 }
 
 /// The `taps` GEMMs of one chunk, `M[co][ξ][t] = Σ_ci U[ξ][co][ci] · V[ξ][ci][t]` for `t < nt`:
-/// V packed as `[ξ][t / NT][ci][t % NT]` (see [`VDest`]), M as `[c_out][ξ][groups·NT]`.
+/// V packed as `[ξ][t / NT][ci][t % NT]`, taps `v_tap_stride` apart (see [`VDest`]), M as
+/// `[c_out][ξ][groups·NT]`.
 struct Gemms<'a> {
     c_in: usize,
     taps: usize,
     nt: usize,
     groups: usize,
+    v_tap_stride: usize,
     v: &'a [f32],
     m: SharedMut,
 }
@@ -397,7 +449,7 @@ impl Gemms<'_> {
             let wide = pair > 1 || self.nt - tg * NT > NT / 2;
             for k0 in (0..c_in).step_by(kc) {
                 let k = kc.min(c_in - k0);
-                let first = ((xi * self.groups + tg) * c_in + k0) * NT;
+                let first = xi * self.v_tap_stride + (tg * c_in + k0) * NT;
                 let vs = &self.v[first..first + (pair - 1) * c_in * NT + k * NT];
                 for co0 in cos.clone().step_by(CB) {
                     let width = CB.min(cos.end - co0);
@@ -567,6 +619,7 @@ unsafe fn kernel_avx2<const W: usize, const NV: usize>(p: &Panel) {
     let k = p.u.len() / W;
     let (mut u, mut v) = (p.u.as_ptr(), p.v.as_ptr());
     for _ in 0..k {
+        _mm_prefetch::<_MM_HINT_T0>(u.wrapping_add(U_PREFETCH).cast());
         let mut x = [_mm256_setzero_ps(); NV];
         for (j, xj) in x.iter_mut().enumerate() {
             *xj = _mm256_loadu_ps(v.add(8 * j));
@@ -607,6 +660,7 @@ unsafe fn kernel_avx512<const W: usize, const G: usize>(p: &Panel) {
     let k = p.u.len() / W;
     let (mut u, mut v) = (p.u.as_ptr(), p.v.as_ptr());
     for _ in 0..k {
+        _mm_prefetch::<_MM_HINT_T0>(u.wrapping_add(U_PREFETCH).cast());
         let mut x = [_mm512_setzero_ps(); G];
         for (g, xg) in x.iter_mut().enumerate() {
             *xg = _mm512_loadu_ps(v.add(g * p.group_stride));
@@ -770,9 +824,9 @@ fn store_tiles(s: &[[f32; NT]], b: &Block, dst: VDest) {
         while k < b.n {
             let (tg, lane) = ((b.off + k) / NT, (b.off + k) % NT);
             let len = (NT - lane).min(b.n - k);
-            let at = ((xi * dst.groups + tg) * dst.c_in + dst.ci) * NT + lane;
-            // SAFETY: tile off + k < groups·NT, so `at + len` ≤ taps·groups·NT·c_in, the size
-            // of V; these elements belong to channel ci, this task's own.
+            let at = xi * dst.tap_stride + (tg * dst.c_in + dst.ci) * NT + lane;
+            // SAFETY: tile off + k < groups·NT, so `at + len` ≤ taps·tap_stride, the size of
+            // V; these elements belong to channel ci, this task's own.
             unsafe {
                 let to = dst.v.get().add(at);
                 if len == NT {
@@ -782,6 +836,19 @@ fn store_tiles(s: &[[f32; NT]], b: &Block, dst: VDest) {
                 }
             }
             k += len;
+        }
+    }
+}
+
+/// Copies lanes `0..run.n` of the rows `t` to lanes `run.lane..run.lane + run.n` of the rows
+/// `s`.
+#[inline(always)]
+fn put_lanes(t: &[[f32; NT]], s: &mut [[f32; NT]], run: &Run) {
+    for (to, from) in s.iter_mut().zip(t) {
+        if run.n == NT {
+            *to = *from;
+        } else {
+            copy_short(&from[..run.n], &mut to[run.lane..run.lane + run.n]);
         }
     }
 }

@@ -1,8 +1,8 @@
 //! F(2×2×2, 3×3×3): the Lavin–Gray F(2, 3) matrices along each axis, 4×4×4 input tiles.
 
 use super::{
-    avx512_available, load_taps, load_tiles, padded_span, prefetch_span, store_taps, store_tiles,
-    tap_positions, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
+    avx512_available, load_taps, load_tiles, padded_span, prefetch_span, put_lanes, store_taps,
+    store_tiles, tap_positions, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
 };
 
 /// F(2×2×2, 3×3×3).
@@ -94,36 +94,39 @@ multiversion! {
         let mut s = [[0f32; NT]; XI];
         let mut buf = [0f32; SPAN];
         for b in blocks {
-            // Columns c0..c0 + SPAN of the padded row; those inside the input are lo..hi.
-            let c0 = (2 * b.tx0).wrapping_sub(pw);
-            let lo = pw.saturating_sub(2 * b.tx0);
-            let hi = SPAN.min((wd + pw).saturating_sub(2 * b.tx0));
-            for dz in 0..4 {
-                let z = (2 * b.tz + dz).wrapping_sub(pd);
-                for dy in 0..4 {
-                    let y = (2 * b.ty + dy).wrapping_sub(ph);
-                    let r = (dz * 4 + dy) * 4;
-                    if z >= d || y >= h {
-                        s[r..r + 4].fill([0.0; NT]);
-                        continue;
-                    }
-                    let row = &x[(z * h + y) * wd..][..wd];
-                    let span = padded_span(row, c0, lo, hi, &mut buf);
-                    prefetch_span(next, (z * h + y) * wd + c0.wrapping_add(lo), hi.saturating_sub(lo));
-                    // Even and odd columns apart, so the row transform below vectorises.
-                    let (mut even, mut odd) = ([0f32; NT + 1], [0f32; NT + 1]);
-                    for (j, pair) in span.chunks_exact(2).enumerate() {
-                        even[j] = pair[0];
-                        odd[j] = pair[1];
-                    }
-                    for k in 0..NT {
-                        let (e0, o0, e1, o1) = (even[k], odd[k], even[k + 1], odd[k + 1]);
-                        s[r][k] = e0 - e1;
-                        s[r + 1][k] = o0 + e1;
-                        s[r + 2][k] = e1 - o0;
-                        s[r + 3][k] = o0 - o1;
+            for run in &b.runs {
+                // Columns c0..c0 + SPAN of the padded row; those inside the input are lo..hi.
+                let c0 = (2 * run.tx0).wrapping_sub(pw);
+                let lo = pw.saturating_sub(2 * run.tx0);
+                let hi = SPAN.min((wd + pw).saturating_sub(2 * run.tx0));
+                for dz in 0..4 {
+                    let z = (2 * run.tz + dz).wrapping_sub(pd);
+                    for dy in 0..4 {
+                        let y = (2 * run.ty + dy).wrapping_sub(ph);
+                        // Tile k reads columns 2k..2k + 4: entry e of its row is column 2k + e.
+                        let mut t = [[0f32; NT]; 4];
+                        if z < d && y < h {
+                            let row = &x[(z * h + y) * wd..][..wd];
+                            let span = padded_span(row, c0, lo, hi, &mut buf);
+                            prefetch_span(next, (z * h + y) * wd + c0.wrapping_add(lo), hi.saturating_sub(lo));
+                            // Even and odd columns apart, so that the copies vectorise.
+                            let (mut even, mut odd) = ([0f32; NT + 1], [0f32; NT + 1]);
+                            for (j, pair) in span.chunks_exact(2).enumerate() {
+                                even[j] = pair[0];
+                                odd[j] = pair[1];
+                            }
+                            t[0].copy_from_slice(&even[..NT]);
+                            t[1].copy_from_slice(&odd[..NT]);
+                            t[2].copy_from_slice(&even[1..]);
+                            t[3].copy_from_slice(&odd[1..]);
+                        }
+                        let r = (dz * 4 + dy) * 4;
+                        put_lanes(&t, &mut s[r..r + 4], run);
                     }
                 }
+            }
+            for base in (0..XI).step_by(4) {
+                bt_axis(&mut s, base, 1);
             }
             for base in (0..XI).filter(|i| i / 4 % 4 == 0) {
                 bt_axis(&mut s, base, 4);
@@ -153,33 +156,31 @@ multiversion! {
             for base in [0, 4, 16, 20] {
                 at_axis(&mut s, base, 1);
             }
-            for i in 0..2 {
-                let z = 2 * b.tz + i;
-                for j in 0..2 {
-                    let y = 2 * b.ty + j;
-                    if z >= od || y >= oh {
-                        continue;
-                    }
-                    let x0 = 2 * b.tx0;
-                    let full = b.n.min((ow - x0) / 2);
-                    let odd = usize::from(full < b.n);
-                    let at = co * ovol + (z * oh + y) * ow + x0;
-                    if at + 2 * full + odd > out.len {
-                        continue;
-                    }
-                    let (q0, q1) = (&s[i * 16 + j * 4], &s[i * 16 + j * 4 + 1]);
-                    // SAFETY: `at + 2·full + odd` ≤ out.len (checked above); these outputs
-                    // (channel co, tiles of this block) are written by this task only.
-                    let row = unsafe {
-                        std::slice::from_raw_parts_mut(out.out.get().add(at), 2 * full + odd)
-                    };
-                    for (k, pair) in row.chunks_exact_mut(2).enumerate() {
-                        pair[0] = q0[k];
-                        pair[1] = q1[k];
-                    }
-                    if odd == 1 {
-                        row[2 * full] = q0[full];
-                    }
+            for (run, i, j) in b.runs.iter().flat_map(|run| (0..4).map(move |ij| (run, ij / 2, ij % 2))) {
+                let (z, y) = (2 * run.tz + i, 2 * run.ty + j);
+                if z >= od || y >= oh {
+                    continue;
+                }
+                let x0 = 2 * run.tx0;
+                let full = run.n.min((ow - x0) / 2);
+                let odd = usize::from(full < run.n);
+                let at = co * ovol + (z * oh + y) * ow + x0;
+                if at + 2 * full + odd > out.len {
+                    continue;
+                }
+                let lanes = run.lane..run.lane + run.n;
+                let (q0, q1) = (&s[i * 16 + j * 4][lanes.clone()], &s[i * 16 + j * 4 + 1][lanes]);
+                // SAFETY: `at + 2·full + odd` ≤ out.len (checked above); these outputs
+                // (channel co, tiles of this block) are written by this task only.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(out.out.get().add(at), 2 * full + odd)
+                };
+                for (k, pair) in row.chunks_exact_mut(2).enumerate() {
+                    pair[0] = q0[k];
+                    pair[1] = q1[k];
+                }
+                if odd == 1 {
+                    row[2 * full] = q0[full];
                 }
             }
         }

@@ -16,8 +16,8 @@
 //! ```
 
 use super::{
-    avx512_available, load_taps, load_tiles, padded_span, prefetch_span, store_taps, store_tiles,
-    tap_positions, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
+    avx512_available, load_taps, load_tiles, padded_span, prefetch_span, put_lanes, store_taps,
+    store_tiles, tap_positions, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
 };
 
 /// F(4×4×4, 3×3×3).
@@ -118,30 +118,34 @@ multiversion! {
         let mut s = [[0f32; NT]; XI];
         let mut buf = [0f32; SPAN];
         for b in blocks {
-            // Columns c0..c0 + SPAN of the padded row; those inside the input are lo..hi.
-            let c0 = (4 * b.tx0).wrapping_sub(pw);
-            let lo = pw.saturating_sub(4 * b.tx0);
-            let hi = SPAN.min((wd + pw).saturating_sub(4 * b.tx0));
-            for dz in 0..E {
-                let z = (4 * b.tz + dz).wrapping_sub(pd);
-                for dy in 0..E {
-                    let y = (4 * b.ty + dy).wrapping_sub(ph);
-                    let r = (dz * E + dy) * E;
-                    if z >= d || y >= h {
-                        s[r..r + E].fill([0.0; NT]);
-                        continue;
-                    }
-                    let row = &x[(z * h + y) * wd..][..wd];
-                    let span = padded_span(row, c0, lo, hi, &mut buf);
-                    prefetch_span(next, (z * h + y) * wd + c0.wrapping_add(lo), hi.saturating_sub(lo));
-                    // Tile k reads columns 4k..4k + 6: entry e of its row goes to s[r + e][k].
-                    for e in 0..E {
-                        for k in 0..NT {
-                            s[r + e][k] = span[4 * k + e];
+            for run in &b.runs {
+                // Columns c0..c0 + SPAN of the padded row; those inside the input are lo..hi.
+                let c0 = (4 * run.tx0).wrapping_sub(pw);
+                let lo = pw.saturating_sub(4 * run.tx0);
+                let hi = SPAN.min((wd + pw).saturating_sub(4 * run.tx0));
+                for dz in 0..E {
+                    let z = (4 * run.tz + dz).wrapping_sub(pd);
+                    for dy in 0..E {
+                        let y = (4 * run.ty + dy).wrapping_sub(ph);
+                        // Tile k reads columns 4k..4k + 6: entry e of its row is column 4k + e.
+                        let mut t = [[0f32; NT]; E];
+                        if z < d && y < h {
+                            let row = &x[(z * h + y) * wd..][..wd];
+                            let span = padded_span(row, c0, lo, hi, &mut buf);
+                            prefetch_span(next, (z * h + y) * wd + c0.wrapping_add(lo), hi.saturating_sub(lo));
+                            for (e, te) in t.iter_mut().enumerate() {
+                                for (k, v) in te.iter_mut().enumerate() {
+                                    *v = span[4 * k + e];
+                                }
+                            }
                         }
+                        let r = (dz * E + dy) * E;
+                        put_lanes(&t, &mut s[r..r + E], run);
                     }
-                    bt_axis(&mut s, r, 1);
                 }
+            }
+            for base in (0..XI).step_by(E) {
+                bt_axis(&mut s, base, 1);
             }
             for (dz, dx) in (0..E).flat_map(|dz| (0..E).map(move |dx| (dz, dx))) {
                 bt_axis(&mut s, dz * E * E + dx, E);
@@ -171,30 +175,27 @@ multiversion! {
             for (dz, dy) in (0..4).flat_map(|dz| (0..4).map(move |dy| (dz, dy))) {
                 at_axis(&mut s, (dz * E + dy) * E, 1);
             }
-            for i in 0..4 {
-                let z = 4 * b.tz + i;
-                for j in 0..4 {
-                    let y = 4 * b.ty + j;
-                    if z >= od || y >= oh {
-                        continue;
-                    }
-                    let x0 = 4 * b.tx0;
-                    let count = (4 * b.n).min(ow - x0);
-                    let at = co * ovol + (z * oh + y) * ow + x0;
-                    if at + count > out.len {
-                        continue;
-                    }
-                    let q = &s[(i * E + j) * E..][..4];
-                    // SAFETY: `at + count` ≤ out.len (checked above); these outputs (channel
-                    // co, tiles of this block) are written by this task only.
-                    let row = unsafe { std::slice::from_raw_parts_mut(out.out.get().add(at), count) };
-                    let full = count / 4;
-                    for (k, quad) in row.chunks_exact_mut(4).enumerate() {
-                        quad.copy_from_slice(&[q[0][k], q[1][k], q[2][k], q[3][k]]);
-                    }
-                    for (e, v) in row[4 * full..].iter_mut().enumerate() {
-                        *v = q[e][full];
-                    }
+            for (run, i, j) in b.runs.iter().flat_map(|run| (0..16).map(move |ij| (run, ij / 4, ij % 4))) {
+                let (z, y) = (4 * run.tz + i, 4 * run.ty + j);
+                if z >= od || y >= oh {
+                    continue;
+                }
+                let x0 = 4 * run.tx0;
+                let count = (4 * run.n).min(ow - x0);
+                let at = co * ovol + (z * oh + y) * ow + x0;
+                if at + count > out.len {
+                    continue;
+                }
+                let q = &s[(i * E + j) * E..][..4];
+                // SAFETY: `at + count` ≤ out.len (checked above); these outputs (channel co,
+                // tiles of this block) are written by this task only.
+                let row = unsafe { std::slice::from_raw_parts_mut(out.out.get().add(at), count) };
+                let full = count / 4;
+                for (k, quad) in (run.lane..).zip(row.chunks_exact_mut(4)) {
+                    quad.copy_from_slice(&[q[0][k], q[1][k], q[2][k], q[3][k]]);
+                }
+                for (e, v) in row[4 * full..].iter_mut().enumerate() {
+                    *v = q[e][run.lane + full];
                 }
             }
         }
