@@ -75,7 +75,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cfg: &AttentionConfig) -> R
             .reshape((b * h, n, d))
     };
     let score_dtype = if cfg.upcast { DType::F32 } else { q.dtype() };
-    let qh = heads(q, nq, dk)?.to_dtype(score_dtype)?;
+    // The scale applied to the queries (n_q·d_k products) rather than to the scores
+    // (n_q·n_k products, a full pass over them).
+    let qh = (heads(q, nq, dk)?.to_dtype(score_dtype)? * cfg.scale)?;
     let kt = heads(k, nk, dk)?
         .to_dtype(score_dtype)?
         .transpose(1, 2)?
@@ -87,7 +89,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cfg: &AttentionConfig) -> R
     let mut start = 0;
     while start < nq {
         let len = chunk.min(nq - start);
-        let scores = (qh.narrow(1, start, len)?.matmul(&kt)? * cfg.scale)?;
+        let scores = qh.narrow(1, start, len)?.matmul(&kt)?;
         let probs = if tracked {
             candle_nn::ops::softmax(&scores, D::Minus1)?
         } else {

@@ -15,7 +15,8 @@
 //! * [`attention`]: multi-head scaled-dot-product attention in query chunks, so memory stays
 //!   bounded for large volumes; optional f32 softmax for half-precision inputs.
 //! * [`timestep_embedding`]: MONAI's sinusoidal embedding (cosines first);
-//!   [`ops::geglu`]: the gated GELU of MONAI's transformer feed-forward.
+//!   [`ops::geglu`]: the gated GELU of MONAI's transformer feed-forward;
+//!   [`ops::concat_channels`]: the skip connections' channel concatenation.
 //!
 //! * [`LargeBlockCache`]: a global allocator that reuses the large blocks slab-wise
 //!   full-size inference frees and allocates again, instead of faulting in fresh pages.
@@ -33,10 +34,12 @@
 mod activation;
 mod attention;
 pub mod checkpoint;
+mod concat;
 mod conv;
 mod embedding;
 mod error;
 mod large_blocks;
+mod math;
 mod norm;
 mod resample;
 
@@ -54,6 +57,7 @@ pub use norm::{group_norm, layer_norm, GroupNorm, GroupNormStatistics, LayerNorm
 /// Functional forms of the 3D operations.
 pub mod ops {
     pub use crate::activation::geglu;
+    pub use crate::concat::concat_channels;
     pub use crate::conv::{conv3d, conv3d_reference, conv_transpose3d};
     pub use crate::resample::{avg_pool3d, upsample_nearest3d, upsample_nearest3d_reference};
 }

@@ -1,6 +1,7 @@
 //! Group and layer normalisation, with fused CPU inference paths.
 
 use crate::error::NnError;
+use crate::math::exp;
 use candle_core::{
     CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Storage, Tensor, D,
 };
@@ -487,38 +488,6 @@ fn normalise(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, offset: f32,
     }
 }
 
-/// `e^x` in f32 to about 2 ulp (Cephes' `expf`: `2^k · p(r)`, a degree-7 polynomial on
-/// `|r| ≤ ln 2 / 2`), branch-free so that loops over it vectorise; saturates outside
-/// [−87.3, 88.3] and takes NaN as −87.3 (the results stay finite and positive; SiLU of NaN is
-/// still NaN, through its other factor).
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in a part exact in f32 and the rest.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // `max` and `min` return the other operand for NaN (`clamp` would keep it).
-    #[allow(clippy::manual_clamp)]
-    let x = x.max(-87.3).min(88.3);
-    let fx = x * LOG2E + 0.5;
-    // SAFETY (both conversions): now |fx| < 128 and k is an integer in [−126, 127], so both
-    // are in i32's range (unlike `as`, these need no saturation, so loops over `exp`
-    // vectorise).
-    let truncated = unsafe { fx.to_int_unchecked::<i32>() } as f32;
-    let k = if truncated > fx {
-        truncated - 1.0
-    } else {
-        truncated
-    };
-    let r = x - k * LN2_HI - k * LN2_LO;
-    let p = ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((unsafe { k.to_int_unchecked::<i32>() } + 127) << 23) as u32)
-}
-
 /// `Σ f(v)` over `values`, summed as [`lane_sum_pairs`] does.
 fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     lane_sum_pairs(values, values, |v, _| f(v))
@@ -641,29 +610,5 @@ mod tests {
         assert!(norm.forward_with_statistics(&x, &other, false).is_err());
         assert!(norm.statistics(&x.to_dtype(DType::F64)?)?.is_none());
         Ok(())
-    }
-
-    #[test]
-    fn fast_exp_matches_f64_within_a_few_ulp() {
-        let mut worst = 0f64;
-        for i in -870_000..=880_000 {
-            let x = i as f32 * 1e-4;
-            let want = (x as f64).exp();
-            let got = super::exp(x) as f64;
-            worst = worst.max((got - want).abs() / want);
-        }
-        assert!(worst < 4e-7, "worst relative error {worst}");
-        for x in [
-            -1e4f32,
-            -100.0,
-            100.0,
-            1e4,
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-        ] {
-            let y = super::exp(x);
-            assert!(y.is_finite() && y > 0.0, "exp({x}) = {y}");
-        }
     }
 }

@@ -514,7 +514,7 @@ impl UpBlock {
             let skip = skips
                 .pop()
                 .ok_or_else(|| candle_core::Error::Msg("UNet skip connections exhausted".into()))?;
-            h = resnet.forward(&Tensor::cat(&[&h, &skip], 1)?, emb_act)?;
+            h = resnet.forward(&ops::concat_channels(&h, &skip)?, emb_act)?;
             if let Some(attn) = self.attentions.get(i) {
                 h = attn.forward(&h, context)?;
             }
