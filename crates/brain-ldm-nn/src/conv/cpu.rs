@@ -95,7 +95,7 @@ pub(crate) fn conv3d_weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) 
         .into_par_iter()
         .map(|chunk| {
             let mut acc = vec![0f32; g.c_out * rows];
-            let mut col = vec![0f32; rows * TILE];
+            let mut col = vec![0f32; rows * TILE.min(ovol)];
             for job in chunk * jobs / chunks..(chunk + 1) * jobs / chunks {
                 let (b, t) = (job / tiles, job % tiles);
                 let n0 = t * TILE;
@@ -261,15 +261,13 @@ fn forward_im2col(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
     let rows = g.c_in * g.taps();
     let ovol = g.output_volume();
     let tiles = ovol.div_ceil(TILE);
+    let threads = rayon::current_num_threads();
+    if tiles < 2 * threads {
+        return forward_im2col_few_tiles(x, w, g, out);
+    }
     let out_ptr = SharedMut(out.as_mut_ptr());
-    // Few tiles (small volumes): let each GEMM use every thread instead.
-    let par = if tiles < 2 * rayon::current_num_threads() {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    };
     (0..tiles).into_par_iter().for_each_init(
-        || vec![0f32; rows * TILE],
+        || vec![0f32; rows * TILE.min(ovol)],
         |col, t| {
             let n0 = t * TILE;
             let nt = TILE.min(ovol - n0);
@@ -296,11 +294,62 @@ fn forward_im2col(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
                     false,
                     false,
                     false,
-                    par,
+                    Parallelism::None,
                 );
             }
         },
     );
+}
+
+/// [`forward_im2col`] for small volumes: the windows of every voxel gathered at once (in
+/// parallel over input channels), then one GEMM per block of output channels, the blocks
+/// shared between the threads. (Letting one GEMM over all channels use every thread left
+/// its packing to the calling thread while the others waited: `conv3d_time 768 768 3 1 5 7
+/// 5`, docs/benchmarks.md.)
+fn forward_im2col_few_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
+    let (rows, taps) = (g.c_in * g.taps(), g.taps());
+    let ovol = g.output_volume();
+    let mut col = vec![0f32; rows * ovol];
+    let threads = rayon::current_num_threads();
+    let per_block = g.c_in.div_ceil(2 * threads).max(1);
+    col.par_chunks_mut(per_block * taps * ovol)
+        .enumerate()
+        .for_each(|(b, dst)| {
+            let channels = b * per_block..((b + 1) * per_block).min(g.c_in);
+            im2col_tile(x, g, channels, 0, ovol, dst, ovol);
+        });
+    let per_block = g.c_out.div_ceil(2 * threads).max(1);
+    out.par_chunks_mut(per_block * ovol)
+        .enumerate()
+        .for_each(|(b, dst)| {
+            let co0 = b * per_block;
+            let n = dst.len() / ovol;
+            // dst[n × ovol] = W[co0..co0 + n, rows] · col[rows × ovol]
+            // SAFETY: all pointers and strides address in-bounds elements of the slices above.
+            unsafe {
+                gemm(
+                    n,
+                    ovol,
+                    rows,
+                    dst.as_mut_ptr(),
+                    1,
+                    ovol as isize,
+                    false,
+                    w.as_ptr().add(co0 * rows),
+                    1,
+                    rows as isize,
+                    col.as_ptr(),
+                    1,
+                    ovol as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        });
 }
 
 #[cfg(test)]

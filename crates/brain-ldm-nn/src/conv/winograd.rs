@@ -41,20 +41,22 @@ const KC: usize = 256;
 const U_PREFETCH: usize = 256;
 /// Fewest input or output channels for which this path beats the direct kernels.
 const MIN_CHANNELS: usize = 16;
+/// Fewest output voxels for which this path beats the direct GEMM, whose weights need no
+/// transform (medians of `conv3d_time C_IN C_OUT 3 1 D H W 7`, Winograd against direct on a
+/// build that could force either): on 5×7×5 (175 voxels) 0.0102 s against 0.0055 s at
+/// 384→192 channels, 0.0041 against 0.0029 s at 192→192, 0.0023 s both at 128→128; on 6×8×6
+/// (288) 0.0088 against 0.0076 s at 256→256, 0.0315 against 0.0314 s at 512→512; on 8×8×8
+/// (512) 0.0103 against 0.0122 s at 256→256, 0.0399 against 0.0527 s at 512→512.
+const MIN_VOXELS: usize = 256;
 
-/// Whether [`conv3d`] computes this convolution: 3×3×3, stride 1, enough channels, and
-/// enough tiles per channel pair to pay for the weight transform. Tiny volumes with many
-/// channels (the bundle UNet's 5×7×5 level) are left to the direct GEMM: at 768→768 channels
-/// on 5×7×5 it took 0.034 s against F(2, 3)'s 0.046 s, at 512→512 0.020 s against 0.025 s,
-/// but at 384→192 0.0095 s against 0.0076 s (medians of `conv3d_time C_IN C_OUT 3 1 5 7 5 7`
-/// on a build that could force either).
+/// Whether [`conv3d`] computes this convolution: 3×3×3, stride 1, enough channels, and at
+/// least [`MIN_VOXELS`] output voxels.
 pub(super) fn applicable(g: &ConvGeometry) -> bool {
-    let (c_in, c_out) = (g.c_in, g.c_out);
     g.kernel == [3, 3, 3]
         && g.stride == [1, 1, 1]
-        && c_in >= MIN_CHANNELS
-        && c_out >= MIN_CHANNELS
-        && 5 * tile_grid::<F2>(g).iter().product::<usize>() * (c_in + c_out) > c_in * c_out
+        && g.c_in >= MIN_CHANNELS
+        && g.c_out >= MIN_CHANNELS
+        && g.output_volume() >= MIN_VOXELS
 }
 
 /// A raw pointer shared by tasks that write disjoint elements.
