@@ -125,14 +125,14 @@ multiversion! {
                     }
                 }
             }
-            for base in (0..XI).step_by(4) {
-                bt_axis(&mut s, base, 1);
+            for (dz, dy) in (0..4).flat_map(|dz| (0..4).map(move |dy| (dz, dy))) {
+                bt_axis(&mut s, (dz * 4 + dy) * 4, 1);
             }
-            for base in (0..XI).filter(|i| i / 4 % 4 == 0) {
-                bt_axis(&mut s, base, 4);
+            for (dz, dx) in (0..4).flat_map(|dz| (0..4).map(move |dx| (dz, dx))) {
+                bt_axis(&mut s, dz * 16 + dx, 4);
             }
-            for base in 0..16 {
-                bt_axis(&mut s, base, 16);
+            for (dy, dx) in (0..4).flat_map(|dy| (0..4).map(move |dx| (dy, dx))) {
+                bt_axis(&mut s, dy * 4 + dx, 16);
             }
             store_tiles(&s, b, dst);
         }
@@ -147,8 +147,8 @@ multiversion! {
         let mut s = [[0f32; NT]; XI];
         for b in blocks {
             load_tiles(m, tc, b, &mut s);
-            for base in 0..16 {
-                at_axis(&mut s, base, 16);
+            for (dy, dx) in (0..4).flat_map(|dy| (0..4).map(move |dx| (dy, dx))) {
+                at_axis(&mut s, dy * 4 + dx, 16);
             }
             for base in [0, 1, 2, 3, 16, 17, 18, 19] {
                 at_axis(&mut s, base, 4);
