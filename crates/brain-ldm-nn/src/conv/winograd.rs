@@ -318,7 +318,8 @@ fn few_tiles<A: Algorithm>(
     let mut v_buf = Scratch::take(v_len + 16);
     let align = v_buf.as_ptr().align_offset(64).min(16);
     let v = &mut v_buf[align..align + v_len];
-    let mut m = Scratch::take(c_out * A::TAPS * tc);
+    let mut m_buf = Scratch::take(c_out * A::TAPS * tc);
+    let m = &mut m_buf[..c_out * A::TAPS * tc];
     let blocks = blocks(tiles, 0..total);
     let vp = SharedMut(v.as_mut_ptr());
     let vol = g.input_volume();
@@ -372,7 +373,7 @@ fn few_tiles<A: Algorithm>(
         .enumerate()
         .for_each(|(co, mc)| A::output_transform(mc, tc, &blocks, g, out, co));
     Scratch::give_back(v_buf);
-    Scratch::give_back(m);
+    Scratch::give_back(m_buf);
 }
 
 /// Buffers kept from one [`few_tiles`] call to the next: V and M of a small volume with many
@@ -390,15 +391,19 @@ impl Scratch {
     /// Most buffers kept.
     const KEPT: usize = 2;
 
-    /// A buffer of `len` floats: a kept one with room enough (stale contents) or a new one.
+    /// A buffer of at least `len` floats: the shortest kept one that is long enough (stale
+    /// contents, kept at its full length so that no call zeroes it again), or a new one of
+    /// `len` zeros.
     fn take(len: usize) -> Vec<f32> {
         let kept = SCRATCH.lock().ok().and_then(|mut kept| {
-            let i = kept.iter().position(|b| b.capacity() >= len)?;
+            let (i, _) = kept
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.len() >= len)
+                .min_by_key(|(_, b)| b.len())?;
             Some(kept.swap_remove(i))
         });
-        let mut buf = kept.unwrap_or_default();
-        buf.resize(len, 0.0);
-        buf
+        kept.unwrap_or_else(|| vec![0.0; len])
     }
 
     /// Keeps `buf` for a later [`Scratch::take`], in place of a smaller one when full.
@@ -408,8 +413,8 @@ impl Scratch {
         };
         if kept.len() < Self::KEPT {
             kept.push(buf);
-        } else if let Some(smallest) = kept.iter_mut().min_by_key(|b| b.capacity()) {
-            if smallest.capacity() < buf.capacity() {
+        } else if let Some(smallest) = kept.iter_mut().min_by_key(|b| b.len()) {
+            if smallest.len() < buf.len() {
                 *smallest = buf;
             }
         }

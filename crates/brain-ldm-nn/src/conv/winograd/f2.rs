@@ -125,6 +125,9 @@ multiversion! {
                     }
                 }
             }
+            // Nested loops over the bases: LLVM vectorised a plain range of them across the
+            // bases, with gathers and scatters that are slow on this machine (`conv3d_time 256
+            // 256 3 1 10 14 10 7`: 0.0167 s as written, 0.0200 s with ranges).
             for (dz, dy) in (0..4).flat_map(|dz| (0..4).map(move |dy| (dz, dy))) {
                 bt_axis(&mut s, (dz * 4 + dy) * 4, 1);
             }
