@@ -274,30 +274,18 @@ fn forward_im2col(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
             let nt = TILE.min(ovol - n0);
             im2col_tile(x, g, 0..g.c_in, n0, nt, col, nt);
             // out[c_out × nt] = W[c_out × rows] · col[rows × nt]
-            // SAFETY: the tile writes columns n0..n0+nt of every output channel, its own.
+            // SAFETY: the tile writes columns n0..n0+nt of every output channel, its own; W
+            // and col hold c_out·rows and rows·nt floats.
             unsafe {
-                gemm(
-                    g.c_out,
-                    nt,
-                    rows,
+                multiply(
                     out_ptr.get().add(n0),
-                    1,
-                    ovol as isize,
-                    false,
+                    ovol,
                     w.as_ptr(),
-                    1,
-                    rows as isize,
                     col.as_ptr(),
-                    1,
-                    nt as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-            }
+                    nt,
+                    [g.c_out, nt, rows],
+                )
+            };
         },
     );
 }
@@ -334,31 +322,55 @@ fn forward_im2col_few_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f
             let co0 = b * per_block;
             let n = dst.len() / ovol;
             // dst[n × ovol] = W[co0..co0 + n, rows] · col[rows × ovol]
-            // SAFETY: all pointers and strides address in-bounds elements of the slices above.
+            // SAFETY: dst holds n·ovol floats, W rows co0..co0 + n of `rows` floats, col
+            // rows·ovol.
             unsafe {
-                gemm(
-                    n,
-                    ovol,
-                    rows,
+                multiply(
                     dst.as_mut_ptr(),
-                    1,
-                    ovol as isize,
-                    false,
+                    ovol,
                     w.as_ptr().add(co0 * rows),
-                    1,
-                    rows as isize,
                     col.as_ptr(),
-                    1,
-                    ovol as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-            }
+                    ovol,
+                    [n, ovol, rows],
+                )
+            };
         });
+}
+
+/// `out[m × n] = w[m × k] · col[k × n]` on this thread, all row-major, `out`'s rows
+/// `out_stride` floats apart and `col`'s `col_stride`.
+///
+/// # Safety
+/// The pointers must address those extents.
+unsafe fn multiply(
+    out: *mut f32,
+    out_stride: usize,
+    w: *const f32,
+    col: *const f32,
+    col_stride: usize,
+    [m, n, k]: [usize; 3],
+) {
+    gemm(
+        m,
+        n,
+        k,
+        out,
+        1,
+        out_stride as isize,
+        false,
+        w,
+        1,
+        k as isize,
+        col,
+        1,
+        col_stride as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        Parallelism::None,
+    );
 }
 
 #[cfg(test)]

@@ -851,7 +851,8 @@ fn store_tiles(s: &[[f32; NT]], b: &Block, dst: VDest) {
             let len = (NT - lane).min(b.n - k);
             let at = xi * dst.tap_stride + (tg * dst.c_in + dst.ci) * NT + lane;
             // SAFETY: tile off + k < groups·NT, so `at + len` ≤ taps·tap_stride, the size of
-            // V; these elements belong to channel ci, this task's own.
+            // V; these elements belong to channel ci, this task's own. A full row starts at
+            // lane 0, a multiple of NT floats from `v`, so with `stream` it is 64-byte aligned.
             unsafe {
                 let to = dst.v.get().add(at);
                 if len == NT {
