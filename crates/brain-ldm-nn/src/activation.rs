@@ -7,6 +7,9 @@ use rayon::prelude::*;
 /// The gated GELU of MONAI's transformer feed-forward: the last axis is split into halves
 /// `(a, b)` and the result is `a · gelu_erf(b)` (first half value, second half gate).
 ///
+/// f32 on the CPU runs one fused parallel pass (its erf within 6e-7 of the exact one);
+/// elsewhere candle's `gelu_erf`. Differentiable.
+///
 /// # Shapes
 /// `[…, 2n]` → `[…, n]`.
 ///
