@@ -95,41 +95,49 @@ pub(crate) fn conv3d_weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) 
     let partials: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
         .map(|chunk| {
-            let mut acc = vec![0f32; g.c_out * rows];
-            let mut col = vec![0f32; rows * TILE.min(ovol)];
-            for job in chunk * jobs / chunks..(chunk + 1) * jobs / chunks {
-                let (b, t) = (job / tiles, job % tiles);
-                let n0 = t * TILE;
-                let nt = TILE.min(ovol - n0);
-                let xb = &x[b * in_stride..(b + 1) * in_stride];
-                let gb = &grad_out[b * out_stride..(b + 1) * out_stride];
-                im2col_tile(xb, g, 0..g.c_in, n0, nt, &mut col, nt);
-                // acc[c_out × rows] += G[c_out × nt] · colᵀ[nt × rows]
-                // SAFETY: all pointers and strides address in-bounds elements of the slices above.
-                unsafe {
-                    gemm(
-                        g.c_out,
-                        rows,
-                        nt,
-                        acc.as_mut_ptr(),
-                        1,
-                        rows as isize,
-                        true,
-                        gb.as_ptr().add(n0),
-                        1,
-                        ovol as isize,
-                        col.as_ptr(),
-                        nt as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
+            // Written whole by the chunk's first GEMM (so not zeroed first); each chunk has at
+            // least one job.
+            let mut acc: Vec<f32> = Vec::with_capacity(g.c_out * rows);
+            let first = chunk * jobs / chunks;
+            with_columns(rows * TILE.min(ovol), |col| {
+                for job in first..(chunk + 1) * jobs / chunks {
+                    let (b, t) = (job / tiles, job % tiles);
+                    let n0 = t * TILE;
+                    let nt = TILE.min(ovol - n0);
+                    let xb = &x[b * in_stride..(b + 1) * in_stride];
+                    let gb = &grad_out[b * out_stride..(b + 1) * out_stride];
+                    im2col_tile(xb, g, 0..g.c_in, n0, nt, col, nt);
+                    // acc[c_out × rows] (+)= G[c_out × nt] · colᵀ[nt × rows]
+                    // SAFETY: all pointers and strides address in-bounds elements of the
+                    // slices above (acc's capacity is c_out·rows); the first GEMM writes every
+                    // element of acc before any is read.
+                    unsafe {
+                        gemm(
+                            g.c_out,
+                            rows,
+                            nt,
+                            acc.as_mut_ptr(),
+                            1,
+                            rows as isize,
+                            job > first,
+                            gb.as_ptr().add(n0),
+                            1,
+                            ovol as isize,
+                            col.as_ptr(),
+                            nt as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        );
+                    }
                 }
-            }
+            });
+            // SAFETY: the chunk's first GEMM wrote all c_out·rows elements.
+            unsafe { acc.set_len(g.c_out * rows) };
             acc
         })
         .collect();
@@ -139,6 +147,27 @@ pub(crate) fn conv3d_weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) 
         grad_w.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
     }
     grad_w
+}
+
+thread_local! {
+    /// Each thread's column buffer for [`conv3d_weight_grad`], kept between calls (a fresh
+    /// zeroed one per call and chunk was measurable in a training step; docs/benchmarks.md,
+    /// "Training step").
+    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's column buffer, grown to at least `len` floats (stale contents:
+/// `f` must write what it reads).
+fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    COLUMNS.with(|columns| match columns.try_borrow_mut() {
+        Ok(mut columns) => {
+            if columns.len() < len {
+                columns.resize(len, 0.0);
+            }
+            f(&mut columns[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// Stride-1 convolution of one batch item by per-tap GEMMs over shifted views of the padded input.
