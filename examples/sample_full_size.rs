@@ -56,6 +56,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         image_affine: BUNDLE_IMAGE_AFFINE,
         null_condition: None,
         training_covariates: None,
+        guidance_scale: 1.0,
     };
     pipeline.validate()?;
     println!("random weights: {:.1} s", start.elapsed().as_secs_f64());

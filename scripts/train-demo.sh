@@ -31,5 +31,5 @@ stage "stage 2b: continued to 1500 steps (configs/demo/ldm-continue.toml)"
 
 stage "export: f16 model folder in $work/demo"
 rm -rf "$work/demo"
-"$bin" convert --model "$work/ldm" --dtype f16 --out "$work/demo"
+"$bin" convert --model "$work/ldm" --dtype f16 --guidance-scale 3 --out "$work/demo"
 stage "done; install with: cp $work/demo/{model.json,autoencoder.safetensors,unet.safetensors} crates/brain-ldm/demo/"

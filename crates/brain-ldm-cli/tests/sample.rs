@@ -4,7 +4,7 @@
 mod common;
 
 use common::{bundle, ok, run};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn failure(out: Output) -> String {
@@ -155,6 +155,18 @@ fn bad_input_fails_before_any_sampling_with_a_clear_message() {
     assert!(err.contains("file/out"), "{err}");
 }
 
+/// The built-in demo model's folder in the source tree (the bytes compiled into the tool).
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../brain-ldm/demo")
+}
+
+/// The `guidance_scale` of the demo model's model.json (1 when it has none).
+fn demo_guidance() -> f64 {
+    let text = std::fs::read_to_string(demo_dir().join("model.json")).unwrap();
+    let config: brain_ldm::ModelFolderConfig = serde_json::from_str(&text).unwrap();
+    config.guidance_scale.unwrap_or(1.0)
+}
+
 /// `brain-ldm sample` without a model folder: the built-in demo model.
 fn sample_demo(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["sample", "--steps", "3", "--out", out.to_str().unwrap()];
@@ -181,7 +193,8 @@ fn without_a_model_the_demo_samples_with_open_covariates_drawn() {
     };
     let (first, second) = (sidecar(&out, 0), sidecar(&out, 1));
     assert_eq!(second["model"], brain_ldm::DEMO_MODEL_NAME);
-    assert_eq!(second["guidance_scale"], 1.0);
+    // Without --guidance-scale, the model's default.
+    assert_eq!(second["guidance_scale"], demo_guidance());
     assert_eq!(second["covariates"]["sex"], "Female");
     assert_eq!(second["covariates"]["age_years"], 70.0);
     // The volumes left open were drawn (and recorded) per sample.
@@ -207,6 +220,19 @@ fn without_a_model_the_demo_samples_with_open_covariates_drawn() {
         }
     }
 
+    // Guidance 1 (plain conditional) overrides the default: another brain unless the
+    // default is 1.
+    let plain = dir.path().join("plain");
+    ok(sample_demo(
+        &plain,
+        &["--age", "70", "--sex", "F", "--guidance-scale", "1"],
+    ));
+    assert_eq!(sidecar(&plain, 0)["guidance_scale"], 1.0);
+    assert_eq!(
+        std::fs::read(plain.join("sample-0000.nii.gz")).unwrap()
+            == std::fs::read(out.join("sample-0000.nii.gz")).unwrap(),
+        demo_guidance() == 1.0
+    );
     // Guidance 0 (unconditional) gives another brain than guidance 1, and says so.
     let unguided = dir.path().join("unguided");
     ok(sample_demo(
@@ -225,7 +251,7 @@ fn without_a_model_the_demo_samples_with_open_covariates_drawn() {
     assert_eq!(sidecar(&unguided, 0)["guidance_scale"], 0.0);
     assert_ne!(
         std::fs::read(unguided.join("sample-0000.nii.gz")).unwrap(),
-        std::fs::read(out.join("sample-0000.nii.gz")).unwrap()
+        std::fs::read(plain.join("sample-0000.nii.gz")).unwrap()
     );
     // --unconditional records the null condition the model saw.
     let unconditional = dir.path().join("unconditional");
@@ -320,4 +346,81 @@ fn convert_dtype_f16_halves_the_weights_and_the_folder_samples() {
         f16_dir.to_str().unwrap(),
     ]));
     assert!(err.contains("f8"), "{err}");
+}
+
+#[test]
+fn convert_records_a_default_guidance_scale_that_sampling_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let guided = dir.path().join("guided");
+    ok(run(&[
+        "convert",
+        "--model",
+        demo_dir().to_str().unwrap(),
+        "--dtype",
+        "f16",
+        "--guidance-scale",
+        "2",
+        "--out",
+        guided.to_str().unwrap(),
+    ]));
+    let text = std::fs::read_to_string(guided.join("model.json")).unwrap();
+    let config: brain_ldm::ModelFolderConfig = serde_json::from_str(&text).unwrap();
+    assert_eq!(config.guidance_scale, Some(2.0));
+    let out = dir.path().join("s");
+    ok(run(&[
+        "sample",
+        "--model",
+        guided.to_str().unwrap(),
+        "--age",
+        "70",
+        "--steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("sample-0000.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["guidance_scale"], 2.0);
+
+    // A model without a null condition (the bundle) cannot be given one: nothing is written.
+    let bundle = bundle();
+    let refused = dir.path().join("refused");
+    let err = failure(run(&[
+        "convert",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--guidance-scale",
+        "2",
+        "--out",
+        refused.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("default guidance scale 2") && err.contains("null condition"),
+        "{err}"
+    );
+    assert!(!refused.exists());
+    // Nor does a model.json that claims one load.
+    let plain = dir.path().join("plain");
+    ok(run(&[
+        "convert",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--out",
+        plain.to_str().unwrap(),
+    ]));
+    let path = plain.join("model.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json["guidance_scale"] = 2.0.into();
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = failure(run(&[
+        "sample",
+        "--model",
+        plain.to_str().unwrap(),
+        "--raw",
+        "0,0.5,0.5,0.5",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(err.contains("default guidance scale 2"), "{err}");
 }

@@ -254,6 +254,8 @@ impl DiffusionTrainer {
             null_condition: (config.condition_dropout > 0.0).then_some(config.null_condition),
             // What sampling draws covariates left open from.
             training_covariates: Some(train.iter().map(|item| item.cond).collect()),
+            // Plain conditional sampling; `brain-ldm convert --guidance-scale` records another.
+            guidance_scale: None,
         };
         let mut trainer = Self {
             schedule: ddim.noise_schedule.build()?,

@@ -5,7 +5,9 @@
 use crate::bundle::BundleConfig;
 use crate::covariates::CovariateScaling;
 use crate::error::{Error, Result};
-use crate::pipeline::{ConditioningMode, LatentDiffusionPipeline, BUNDLE_IMAGE_AFFINE};
+use crate::pipeline::{
+    check_default_guidance, ConditioningMode, LatentDiffusionPipeline, BUNDLE_IMAGE_AFFINE,
+};
 use brain_ldm_autoencoder::{upgrade_old_keys, AutoencoderKL, AutoencoderKLConfig};
 use brain_ldm_nifti::Affine;
 use brain_ldm_nn::checkpoint::Checkpoint;
@@ -47,6 +49,10 @@ pub struct ModelFolderConfig {
     /// recorded (open covariates cannot be drawn then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_covariates: Option<Vec<[f32; 4]>>,
+    /// The classifier-free guidance scale sampling uses when none is asked for; absent means
+    /// 1 (plain conditional sampling). A scale other than 1 needs a null condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance_scale: Option<f64>,
 }
 
 /// The conditioning a UNet's configuration implies, or an error naming the configuration.
@@ -116,6 +122,7 @@ impl LatentDiffusionPipeline {
             image_affine: BUNDLE_IMAGE_AFFINE,
             null_condition: None,
             training_covariates: None,
+            guidance_scale: 1.0,
         };
         pipeline.validate()?;
         Ok(pipeline)
@@ -158,6 +165,7 @@ impl LatentDiffusionPipeline {
             image_affine: config.image_affine,
             null_condition: config.null_condition,
             training_covariates: config.training_covariates,
+            guidance_scale: config.guidance_scale.unwrap_or(1.0),
         };
         pipeline.validate()?;
         Ok(pipeline)
@@ -243,15 +251,18 @@ pub fn convert_bundle(bundle_dir: impl AsRef<Path>, out: impl AsRef<Path>) -> Re
 /// model folder (told apart as [`LatentDiffusionPipeline::open`] does), with its weights
 /// stored as `dtype`: `F32`, or `F16` / `BF16` for half the size (converted back to f32 when
 /// loaded). The weights are checked against the models first; `model.json` is kept as it is
-/// (a bundle's is made from its configuration).
+/// (a bundle's is made from its configuration), except that `Some(guidance_scale)` becomes
+/// the folder's default guidance scale.
 ///
 /// # Errors
-/// [`Error::InvalidRequest`] for another dtype; as [`LatentDiffusionPipeline::open`]; and
+/// [`Error::InvalidRequest`] for another dtype, or a guidance scale that is not finite or
+/// not 1 on a model without a null condition; as [`LatentDiffusionPipeline::open`]; and
 /// [`Error::Io`] when `out` cannot be written.
 pub fn convert_model(
     source: impl AsRef<Path>,
     out: impl AsRef<Path>,
     dtype: DType,
+    guidance_scale: Option<f64>,
 ) -> Result<PathBuf> {
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
         return Err(Error::InvalidRequest(format!(
@@ -260,7 +271,7 @@ pub fn convert_model(
     }
     let source = source.as_ref();
     let config_path = source.join("model.json");
-    let (config, autoencoder, unet) = if config_path.is_file() {
+    let (mut config, autoencoder, unet) = if config_path.is_file() {
         let config = read_folder_config(&config_path)?;
         let device = Device::Cpu;
         let autoencoder = Checkpoint::load(source.join("autoencoder.safetensors"), &device)?;
@@ -279,6 +290,11 @@ pub fn convert_model(
     } else {
         bundle_parts(source)?
     };
+    if let Some(scale) = guidance_scale {
+        check_default_guidance(scale, config.null_condition.is_some())
+            .map_err(Error::InvalidRequest)?;
+        config.guidance_scale = Some(scale);
+    }
     write_model_folder(&config, &autoencoder, &unet, out.as_ref(), dtype)
 }
 
@@ -311,6 +327,7 @@ fn bundle_parts(bundle_dir: &Path) -> Result<(ModelFolderConfig, Checkpoint, Che
         image_affine: BUNDLE_IMAGE_AFFINE,
         null_condition: None,
         training_covariates: None,
+        guidance_scale: None,
     };
     Ok((config, ae_weights, unet_weights))
 }

@@ -119,6 +119,26 @@ pub struct LatentDiffusionPipeline {
     /// The normalised covariates of the training subjects, one row each: the distribution
     /// covariates left open are drawn from ([`complete_covariates`](Self::complete_covariates)).
     pub training_covariates: Option<Vec<[f32; 4]>>,
+    /// The classifier-free guidance scale to sample with when the caller has no other
+    /// (`model.json`'s `guidance_scale`; 1 when it has none, and for the public bundle).
+    pub guidance_scale: f64,
+}
+
+/// Checks a model's default guidance scale: finite, and 1 unless the model `has_null`
+/// condition; the error says which.
+pub(crate) fn check_default_guidance(
+    scale: f64,
+    has_null: bool,
+) -> std::result::Result<(), String> {
+    if !scale.is_finite() {
+        return Err(format!("default guidance scale {scale} is not finite"));
+    }
+    if scale != 1.0 && !has_null {
+        return Err(format!(
+            "default guidance scale {scale} needs a null condition (a model trained with conditioning dropout)"
+        ));
+    }
+    Ok(())
 }
 
 /// One sample of a batch: its conditioning (None = unconditional) and its noise stream.
@@ -138,8 +158,9 @@ pub struct SampleRequest {
 }
 
 impl LatentDiffusionPipeline {
-    /// Checks that the parts fit together: channels, conditioning width, latent size; and
-    /// that the stored null condition and training covariates are finite.
+    /// Checks that the parts fit together: channels, conditioning width, latent size; that
+    /// the stored null condition and training covariates are finite; and that the default
+    /// guidance scale is finite, and 1 unless there is a null condition.
     ///
     /// # Errors
     /// [`Error::InvalidRequest`] naming the mismatch.
@@ -193,6 +214,8 @@ impl LatentDiffusionPipeline {
         {
             return bad(format!("null condition {null:?} is not finite"));
         }
+        check_default_guidance(self.guidance_scale, self.null_condition.is_some())
+            .map_err(Error::InvalidRequest)?;
         let rows = self.training_covariates.as_deref().unwrap_or_default();
         if let Some(i) = rows.iter().position(|r| r.iter().any(|x| !x.is_finite())) {
             return bad(format!(

@@ -255,8 +255,8 @@ fn f16_model_folders_load_and_sample_like_f32() {
     let bf16_dir = dir.path().join("bf16");
     convert_bundle(bundle_dir(), &f32_dir).unwrap();
     // From the bundle and from a model folder.
-    convert_model(bundle_dir(), &f16_dir, DType::F16).unwrap();
-    convert_model(&f16_dir, &bf16_dir, DType::BF16).unwrap();
+    convert_model(bundle_dir(), &f16_dir, DType::F16, None).unwrap();
+    convert_model(&f16_dir, &bf16_dir, DType::BF16, None).unwrap();
     let size = |d: &PathBuf| std::fs::metadata(d.join("unet.safetensors")).unwrap().len();
     assert!(
         size(&f16_dir) * 10 < size(&f32_dir) * 6,
@@ -287,7 +287,7 @@ fn f16_model_folders_load_and_sample_like_f32() {
     eprintln!("relative difference to f32: f16 {f16:.2e}, bf16 {bf16:.2e}");
     assert!(f16 < 5e-3, "f16 off by {f16}");
     assert!(bf16 < 3e-2, "bf16 off by {bf16}");
-    let err = convert_model(bundle_dir(), dir.path().join("u8"), DType::U8).unwrap_err();
+    let err = convert_model(bundle_dir(), dir.path().join("u8"), DType::U8, None).unwrap_err();
     assert!(err.to_string().contains("f16"), "{err}");
 }
 

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 /// Convert the public MONAI bundle (old-key .pt weights), or re-write a brain-ldm model folder,
 /// into a brain-ldm model folder: safetensors weights under MONAI core key names and
 /// model.json. The weights are checked against the models first. --dtype f16 (or bf16) stores
-/// them at half the size; they are converted back to f32 when loaded.
+/// them at half the size; they are converted back to f32 when loaded. --guidance-scale records
+/// the scale sampling uses by default.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
     /// The bundle folder (configs/, models/) or a brain-ldm model folder (model.json).
@@ -20,6 +21,11 @@ pub struct ConvertArgs {
     /// How the weights are stored.
     #[arg(long, value_enum, default_value_t = WeightType::F32)]
     dtype: WeightType,
+    /// Record S as the model's default classifier-free guidance scale (what `sample` and
+    /// `fidelity` use without --guidance-scale; needs a model trained with conditioning
+    /// dropout unless 1). Default: keep the source's.
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
+    guidance_scale: Option<f64>,
 }
 
 /// Storage type of the written weights.
@@ -40,7 +46,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         WeightType::F16 => DType::F16,
         WeightType::Bf16 => DType::BF16,
     };
-    let out = brain_ldm::convert_model(&args.bundle, &args.out, dtype)?;
+    let out = brain_ldm::convert_model(&args.bundle, &args.out, dtype, args.guidance_scale)?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -58,9 +58,10 @@ pub struct FidelityArgs {
     #[command(flatten)]
     sampler: SamplerArgs,
     /// Classifier-free guidance scale (1: plain conditional; needs a model trained with
-    /// conditioning dropout otherwise).
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    guidance_scale: f64,
+    /// conditioning dropout otherwise). Default: the model's own (`guidance_scale` in its
+    /// model.json; 3 for the built-in demo model), else 1.
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
+    guidance_scale: Option<f64>,
     /// Samples denoised together.
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
@@ -113,7 +114,7 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<()> {
         subjects: args.subjects,
         sex: args.sex,
         sampling: args.sampler.settings(),
-        guidance_scale: args.guidance_scale,
+        guidance_scale: args.guidance_scale.unwrap_or(pipeline.guidance_scale),
         batch_size: args.batch_size,
         seed: args.seed,
         ..FidelityConfig::default()

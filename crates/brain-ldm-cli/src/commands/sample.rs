@@ -49,13 +49,10 @@ pub struct SampleArgs {
     unconditional: bool,
     /// Classifier-free guidance scale: 1 plain conditional sampling, 0 unconditional, above 1
     /// closer to the covariates (needs a model trained with conditioning dropout unless 1).
-    #[arg(
-        long,
-        value_name = "S",
-        default_value_t = 1.0,
-        allow_hyphen_values = true
-    )]
-    guidance_scale: f64,
+    /// Default: the model's own (`guidance_scale` in its model.json; 3 for the built-in demo
+    /// model), else 1.
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
+    guidance_scale: Option<f64>,
     /// Samples denoised together (one UNet forward per step for the whole batch).
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
@@ -141,7 +138,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     };
     let (pipeline, model) = open_model(args.bundle.as_deref(), &device)?;
     let unconditional = matches!(requested, Requested::Unconditional);
-    pipeline.check_guidance(args.guidance_scale, unconditional)?;
+    let guidance_scale = args.guidance_scale.unwrap_or(pipeline.guidance_scale);
+    pipeline.check_guidance(guidance_scale, unconditional)?;
     if let Requested::Physical(partial) = &requested {
         let missing = partial.missing();
         if !missing.is_empty() && pipeline.training_covariates.is_none() {
@@ -180,11 +178,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
             eta: settings.eta,
             model: model.clone(),
             // Unconditional whatever the scale.
-            guidance_scale: if unconditional {
-                0.0
-            } else {
-                args.guidance_scale
-            },
+            guidance_scale: if unconditional { 0.0 } else { guidance_scale },
         };
         planned.push((record, conditioning));
     }
@@ -217,7 +211,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         let mut scheduler = pipeline.scheduler(&settings)?;
         let images = pipeline.sample_batch(
             scheduler.as_mut(),
-            args.guidance_scale,
+            guidance_scale,
             &requests,
             &device,
             &mut |_, _| bar.inc(batch.len() as u64),

@@ -145,7 +145,8 @@ pub struct FidelityConfig {
     pub sex: Sex,
     /// Sampler, steps, eta and timestep spacing.
     pub sampling: SamplingSettings,
-    /// Classifier-free guidance scale (1: plain conditional sampling).
+    /// Classifier-free guidance scale (1: plain conditional sampling; `brain-ldm fidelity`
+    /// defaults to the model's [`guidance_scale`](LatentDiffusionPipeline::guidance_scale)).
     pub guidance_scale: f64,
     /// Samples denoised together (≥ 1; default 4).
     pub batch_size: usize,
