@@ -427,13 +427,10 @@ pub struct DiffusionTrainConfig {
 
 impl Default for DiffusionTrainConfig {
     /// The bundle's UNet and schedule; the closest public recipe's lr 2.5e-5, 10 % condition
-    /// dropout; EMA 0.999.
+    /// dropout; no EMA (the shared settings' defaults, which a TOML file's missing keys take).
     fn default() -> Self {
         Self {
-            common: CommonConfig {
-                ema_decay: 0.999,
-                ..CommonConfig::default()
-            },
+            common: CommonConfig::default(),
             condition_dropout: 0.1,
             null_condition: [0.0; 4],
             scale_factor: 0.0,

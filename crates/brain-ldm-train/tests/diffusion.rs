@@ -1,6 +1,6 @@
 //! Stage 2 on a tiny synthetic cohort: the loss falls, a split run resumes exactly, the
 //! latent cache is reused only while it is valid, a manifest dataset trains, and the output
-//! folder loads as a sampling pipeline.
+//! folder loads as a sampling pipeline; a file's missing keys take the defaults.
 
 mod common;
 
@@ -30,6 +30,20 @@ fn setup(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
 
 fn config(extra: &str) -> DiffusionTrainConfig {
     DiffusionTrainConfig::from_toml(&format!("{extra}\n{TINY_UNET}"), "ldm.toml".as_ref()).unwrap()
+}
+
+#[test]
+fn an_empty_file_gives_the_default_configurations() {
+    // Keys a file leaves out take the documented defaults, the flattened shared ones too.
+    let path = "train.toml".as_ref();
+    assert_eq!(
+        DiffusionTrainConfig::from_toml("", path).unwrap(),
+        DiffusionTrainConfig::default()
+    );
+    assert_eq!(
+        AutoencoderTrainConfig::from_toml("", path).unwrap(),
+        AutoencoderTrainConfig::default()
+    );
 }
 
 #[test]
