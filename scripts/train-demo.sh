@@ -25,7 +25,7 @@ resume=(); [ -e "$work/ldm/latest" ] && resume=(--resume)
 "$bin" train diffusion --data "$work/cohort" --autoencoder "$work/ae" \
   --config configs/demo/ldm.toml --out "$work/ldm" "${resume[@]}"
 
-stage "stage 2b: continued to 1500 steps (configs/demo/ldm-continue.toml)"
+stage "stage 2b: continued to 2000 steps (configs/demo/ldm-continue.toml)"
 "$bin" train diffusion --data "$work/cohort" --autoencoder "$work/ae" \
   --config configs/demo/ldm-continue.toml --out "$work/ldm" --resume
 
