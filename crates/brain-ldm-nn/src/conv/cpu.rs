@@ -216,26 +216,14 @@ fn forward_shifted(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
                 // acc[c_out × nt] (+)= W_tap[c_out × c_in] · Xp[c_in × nt] shifted by `off`.
                 // SAFETY: n0 + off + nt - 1 ≤ vp - 1 for every tap, so reads stay in `xp`.
                 unsafe {
-                    gemm(
-                        c_out,
-                        nt,
-                        c_in,
+                    multiply(
                         acc.as_mut_ptr(),
-                        1,
-                        nt as isize,
+                        nt,
                         tap > 0,
                         w_taps.as_ptr().add(tap * c_out * c_in),
-                        1,
-                        c_in as isize,
                         xp.as_ptr().add(n0 + off),
-                        1,
-                        vp as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
+                        vp,
+                        [c_out, nt, c_in],
                     );
                 }
             }
@@ -309,6 +297,7 @@ fn forward_im2col(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f32]) {
                 multiply(
                     out_ptr.get().add(n0),
                     ovol,
+                    false,
                     w.as_ptr(),
                     col.as_ptr(),
                     nt,
@@ -357,6 +346,7 @@ fn forward_im2col_few_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f
                 multiply(
                     dst.as_mut_ptr(),
                     ovol,
+                    false,
                     w.as_ptr().add(co0 * rows),
                     col.as_ptr(),
                     ovol,
@@ -366,14 +356,15 @@ fn forward_im2col_few_tiles(x: &[f32], w: &[f32], g: &ConvGeometry, out: &mut [f
         });
 }
 
-/// `out[m × n] = w[m × k] · col[k × n]` on this thread, all row-major, `out`'s rows
-/// `out_stride` floats apart and `col`'s `col_stride`.
+/// `out[m × n] = w[m × k] · col[k × n]` (`+=` when `accumulate`) on this thread, all
+/// row-major, `out`'s rows `out_stride` floats apart and `col`'s `col_stride`.
 ///
 /// # Safety
 /// The pointers must address those extents.
 unsafe fn multiply(
     out: *mut f32,
     out_stride: usize,
+    accumulate: bool,
     w: *const f32,
     col: *const f32,
     col_stride: usize,
@@ -386,14 +377,14 @@ unsafe fn multiply(
         out,
         1,
         out_stride as isize,
-        false,
+        accumulate,
         w,
         1,
         k as isize,
         col,
         1,
         col_stride as isize,
-        0.0,
+        1.0,
         1.0,
         false,
         false,
