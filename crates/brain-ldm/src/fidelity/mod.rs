@@ -18,6 +18,10 @@
 //!   measured on requested ventricular and brain volume over them are the paper's
 //!   measurement (its r = 0.972 over 1000 samples), unlike the sweeps' r, whose requests
 //!   span the whole training range one covariate at a time.
+//! * **Reconstructions**: [`FidelityConfig::reconstructions`] random images of the cohort
+//!   (when given) encoded by the model's autoencoder (latent mean), decoded and measured
+//!   before and after: what the autoencoder keeps of the volumes bounds what any sample,
+//!   decoded by the same decoder, can show.
 //! * **Diversity**: mean MS-SSIM over random pairs of generated samples (unconditional when
 //!   the model has a null condition, else covariates drawn from the training subjects or the
 //!   scaling range), next to the same number of pairs of a real [`Cohort`] when given; one
@@ -50,7 +54,8 @@ mod stats;
 pub use cohort::{listed_name, read_listed, Cohort};
 pub use report::{
     CohortDiversity, DiversityResult, FidelityOutcome, FidelityReport, Measurement, Provenance,
-    SettingsReport, SubjectsReport, SweepReport, SweepRow, Timing,
+    Reconstruction, ReconstructionReport, SettingsReport, SubjectsReport, SweepReport, SweepRow,
+    Timing,
 };
 pub use stats::{line_fit, pearson, LineFit, Summary};
 
@@ -60,15 +65,19 @@ use crate::output::{mid_slices, GreyImage};
 use crate::pipeline::{LatentDiffusionPipeline, SampleRequest, SamplingSettings};
 use brain_ldm_metrics::{diversity, DiversityConfig, MsSsimConfig, MONAI_MS_SSIM_WEIGHTS};
 use brain_ldm_nifti::Volume;
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use ndarray::Axis;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The MS-SSIM window of the diversity measure: `brain-ldm eval`'s default (a Gaussian of
 /// σ 1.5 cut to 4 voxels).
 pub const DIVERSITY_KERNEL_SIZE: usize = 4;
+
+/// Cohort images reconstructed when [`FidelityConfig::reconstructions`] is `None` and the
+/// cohort has the model's image shape (fewer when it has fewer images).
+pub const DEFAULT_RECONSTRUCTIONS: usize = 28;
 
 /// The part of the experiment a generated brain belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -138,6 +147,11 @@ pub struct FidelityConfig {
     /// Samples conditioned on the covariates of random training subjects (0: none, else
     /// ≥ 2; default 28).
     pub subjects: usize,
+    /// Cohort images reconstructed through the autoencoder and measured before and after.
+    /// `None` (default): up to [`DEFAULT_RECONSTRUCTIONS`] when a cohort of the model's
+    /// image shape is given, else none; `Some(0)`: none; `Some(n)`: `n` (≥ 2), which needs a
+    /// cohort of the model's image shape with at least `n` images.
+    pub reconstructions: Option<usize>,
     /// Normalised ventricular volumes of the extrapolation, first and last (default the
     /// paper's −0.5 … 1.9).
     pub extrapolation_range: (f64, f64),
@@ -155,8 +169,9 @@ pub struct FidelityConfig {
 }
 
 impl Default for FidelityConfig {
-    /// 7 points × 4 seeds, 100 pairs, 28 training subjects, extrapolation −0.5 … 1.9,
-    /// female, the bundle's sampler (DDIM 50), guidance 1, batches of 4, seed 0.
+    /// 7 points × 4 seeds, 100 pairs, 28 training subjects, up to 28 reconstructions,
+    /// extrapolation −0.5 … 1.9, female, the bundle's sampler (DDIM 50), guidance 1, batches
+    /// of 4, seed 0.
     fn default() -> Self {
         Self {
             points: 7,
@@ -164,6 +179,7 @@ impl Default for FidelityConfig {
             pairs: 100,
             diversity_samples: None,
             subjects: 28,
+            reconstructions: None,
             extrapolation_range: (-0.5, 1.9),
             sex: Sex::Female,
             sampling: SamplingSettings::default(),
@@ -245,13 +261,9 @@ impl DrawnConditioning {
         match self {
             Self::Unconditional => vec![None; n],
             Self::TrainingCovariates { .. } if distinct && n <= training.len() => {
-                // A partial Fisher–Yates shuffle: the first n of a random permutation.
-                let mut order: Vec<usize> = (0..training.len()).collect();
-                (0..n)
-                    .map(|i| {
-                        order.swap(i, i + rng.below(training.len() - i));
-                        Some(Conditioning(training[order[i]]))
-                    })
+                distinct_indices(training.len(), n, rng)
+                    .into_iter()
+                    .map(|i| Some(Conditioning(training[i])))
                     .collect()
             }
             Self::TrainingCovariates { .. } => (0..n)
@@ -362,6 +374,17 @@ impl SplitMix64 {
     }
 }
 
+/// `n` distinct indices below `len` (`n ≤ len`) in random order: the first `n` of a
+/// random permutation (a partial Fisher–Yates shuffle).
+fn distinct_indices(len: usize, n: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    for i in 0..n {
+        order.swap(i, i + rng.below(len - i));
+    }
+    order.truncate(n);
+    order
+}
+
 /// Checks a setting, naming it.
 fn check(ok: bool, name: &'static str, value: impl ToString, reason: &str) -> Result<()> {
     if ok {
@@ -380,6 +403,7 @@ pub struct Fidelity<'a> {
     pipeline: &'a LatentDiffusionPipeline,
     config: FidelityConfig,
     cohort: Option<Cohort>,
+    reconstruction_files: Vec<PathBuf>,
     ms_ssim: MsSsimConfig,
     fixed: FixedCovariates,
     diversity_conditioning: DrawnConditioning,
@@ -395,9 +419,10 @@ impl<'a> Fidelity<'a> {
     ///
     /// # Errors
     /// [`Error::InvalidSetting`] for a setting out of range (`points` < 2, `seeds`,
-    /// `pairs` or `batch_size` 0, `subjects` 1, more pairs than a set has, guidance on a
-    /// model that cannot sample unconditionally, …), [`Error::Cohort`] for a cohort folder
-    /// without usable images, [`Error::InvalidRequest`] for a model whose images the
+    /// `pairs` or `batch_size` 0, `subjects` or `reconstructions` 1, more pairs than a set
+    /// has, more reconstructions than the cohort has images or without a cohort, guidance on
+    /// a model that cannot sample unconditionally, …), [`Error::Cohort`] for a cohort folder
+    /// without usable images or, with `reconstructions` asked for, of another image shape, [`Error::InvalidRequest`] for a model whose images the
     /// volumetry or MS-SSIM cannot take (a rotated affine, too small), scheduler errors for
     /// bad sampling settings.
     pub fn new(
@@ -489,6 +514,7 @@ impl<'a> Fidelity<'a> {
                 *s = (*s).min(t);
             }
         }
+        let reconstruction_files = Self::reconstruction_files(c, cohort.as_ref(), image_shape)?;
         let ms_ssim = ms_ssim_for_shape(smallest)?;
 
         let scaling = &pipeline.covariate_scaling;
@@ -584,6 +610,7 @@ impl<'a> Fidelity<'a> {
             pipeline,
             config,
             cohort,
+            reconstruction_files,
             ms_ssim,
             fixed,
             diversity_conditioning,
@@ -592,6 +619,72 @@ impl<'a> Fidelity<'a> {
             image_shape,
             steps,
         })
+    }
+
+    /// The cohort images to reconstruct, drawn with their own random stream of the seed.
+    fn reconstruction_files(
+        c: &FidelityConfig,
+        cohort: Option<&Cohort>,
+        image_shape: [usize; 3],
+    ) -> Result<Vec<PathBuf>> {
+        let n = match (cohort, c.reconstructions) {
+            (_, Some(0)) | (None, None) => return Ok(Vec::new()),
+            (None, Some(n)) => {
+                return Err(Error::InvalidSetting {
+                    name: "reconstructions",
+                    value: n.to_string(),
+                    reason: "needs a cohort folder".into(),
+                })
+            }
+            (Some(cohort), None) if cohort.shape() == image_shape => {
+                let n = DEFAULT_RECONSTRUCTIONS.min(cohort.files().len());
+                if n < 2 {
+                    return Ok(Vec::new());
+                }
+                n
+            }
+            (Some(_), None) => return Ok(Vec::new()),
+            (Some(cohort), Some(n)) => {
+                check(
+                    n >= 2,
+                    "reconstructions",
+                    n,
+                    "a correlation needs at least 2 images (0 leaves the part out)",
+                )?;
+                if cohort.shape() != image_shape {
+                    return Err(Error::Cohort {
+                        path: cohort.dir().to_path_buf(),
+                        reason: format!(
+                            "images of shape {:?}, but the model's are {image_shape:?}: \
+                             reconstructions need the model's image shape",
+                            cohort.shape()
+                        ),
+                    });
+                }
+                let available = cohort.files().len();
+                check(
+                    n <= available,
+                    "reconstructions",
+                    n,
+                    &format!(
+                        "the cohort {} has {available} images",
+                        cohort.dir().display()
+                    ),
+                )?;
+                n
+            }
+        };
+        let files = cohort.map_or(&[][..], Cohort::files);
+        let mut rng = SplitMix64(c.seed ^ 0x7265_636f_6e73_7472); // "reconstr"
+        Ok(distinct_indices(files.len(), n, &mut rng)
+            .into_iter()
+            .map(|i| files[i].clone())
+            .collect())
+    }
+
+    /// Cohort images the run reconstructs.
+    pub fn reconstructions(&self) -> usize {
+        self.reconstruction_files.len()
     }
 
     /// The normalised values of the varied covariate, one per grid row.
@@ -738,6 +831,19 @@ impl<'a> Fidelity<'a> {
             });
         }
 
+        let t_reconstruction = Instant::now();
+        if !self.reconstruction_files.is_empty() {
+            progress(FidelityProgress {
+                stage: "autoencoder reconstructions",
+                samples_done: total,
+                samples_total: total,
+                steps_done: steps_total,
+                steps_total,
+            });
+        }
+        let reconstructions = self.reconstruct(device)?;
+        let reconstruction_seconds = t_reconstruction.elapsed().as_secs_f64();
+
         let t2 = Instant::now();
         progress(FidelityProgress {
             stage: "diversity MS-SSIM",
@@ -777,6 +883,7 @@ impl<'a> Fidelity<'a> {
             .collect();
         let report = self.report(
             &measurements,
+            &reconstructions,
             DiversityResult {
                 ms_ssim: self.ms_ssim.clone(),
                 conditioning: self.diversity_conditioning,
@@ -786,6 +893,7 @@ impl<'a> Fidelity<'a> {
             Timing {
                 sampling,
                 volumetry,
+                reconstruction: reconstruction_seconds,
                 diversity: diversity_seconds,
                 total: start.elapsed().as_secs_f64(),
             },
@@ -793,14 +901,65 @@ impl<'a> Fidelity<'a> {
         Ok(FidelityOutcome {
             report,
             measurements,
+            reconstructions,
             grids,
         })
+    }
+
+    /// Encodes the drawn cohort images (latent mean) in batches of
+    /// [`FidelityConfig::batch_size`], decodes them and measures image and reconstruction.
+    fn reconstruct(&self, device: &Device) -> Result<Vec<Reconstruction>> {
+        let mut out = Vec::with_capacity(self.reconstruction_files.len());
+        for batch in self.reconstruction_files.chunks(self.config.batch_size) {
+            let mut volumes = Vec::with_capacity(batch.len());
+            let mut tensors = Vec::with_capacity(batch.len());
+            for path in batch {
+                let volume = brain_ldm_nifti::read(path).map_err(|e| Error::Cohort {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                tensors.push(volume.to_tensor(device)?);
+                volumes.push(volume);
+            }
+            let decoded = self
+                .pipeline
+                .autoencoder
+                .reconstruct(&Tensor::cat(&tensors, 0)?)?;
+            for (k, (path, volume)) in batch.iter().zip(volumes).enumerate() {
+                let affine = volume.affine;
+                let original = positive_axes(volume);
+                let reconstruction =
+                    positive_axes(Volume::from_tensor(&decoded.narrow(0, k, 1)?, affine)?);
+                let l1 = (&original.data - &reconstruction.data)
+                    .mapv(f32::abs)
+                    .mean()
+                    .map_or(f64::NAN, f64::from);
+                let measure = |v: &Volume| {
+                    brain_ldm_synth::volumetry::measure_volumes(v.data.view(), &v.affine)
+                };
+                let (before, after) = (measure(&original), measure(&reconstruction));
+                let error = match (&before, &after) {
+                    (Err(e), _) => Some(format!("image: {e}")),
+                    (_, Err(e)) => Some(format!("reconstruction: {e}")),
+                    _ => None,
+                };
+                out.push(Reconstruction {
+                    file: path.display().to_string(),
+                    original: before.ok(),
+                    reconstruction: after.ok(),
+                    l1,
+                    error,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The report of a finished run.
     fn report(
         &self,
         measurements: &[Measurement],
+        reconstructions: &[Reconstruction],
         diversity: DiversityResult,
         seconds: Timing,
     ) -> FidelityReport {
@@ -862,6 +1021,13 @@ impl<'a> Fidelity<'a> {
             extrapolation: sweep(Experiment::Extrapolation),
             training_subjects: (c.subjects > 0)
                 .then(|| SubjectsReport::new(self.subjects_conditioning, measurements)),
+            reconstruction: self
+                .cohort
+                .as_ref()
+                .filter(|_| !reconstructions.is_empty())
+                .map(|cohort| {
+                    ReconstructionReport::new(cohort.dir().display().to_string(), reconstructions)
+                }),
             diversity,
             measurement_failures: measurements.iter().filter(|m| m.error.is_some()).count(),
             seconds,

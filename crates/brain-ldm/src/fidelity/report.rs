@@ -230,6 +230,113 @@ impl SubjectsReport {
     }
 }
 
+/// One cohort image passed through the model's autoencoder (latent mean), measured before
+/// and after.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reconstruction {
+    /// The image file.
+    pub file: String,
+    /// Volumes measured on the image.
+    pub original: Option<Volumes>,
+    /// Volumes measured on its reconstruction.
+    pub reconstruction: Option<Volumes>,
+    /// Mean absolute difference between the two images (both clamped to [0, 1]).
+    pub l1: f64,
+    /// Why the volumetry failed on either image.
+    pub error: Option<String>,
+}
+
+impl Reconstruction {
+    /// `reconstructions.csv`: a header and one row per image of `images`.
+    pub fn csv(images: &[Reconstruction]) -> String {
+        let mut out = String::from(
+            "file,ventricular_volume_mm3,brain_volume_mm3,icv_mm3,\
+             reconstructed_ventricular_volume_mm3,reconstructed_brain_volume_mm3,\
+             reconstructed_icv_mm3,l1,error\n",
+        );
+        for r in images {
+            let volumes = |v: Option<&Volumes>| {
+                [
+                    opt(v.map(|v| v.ventricular_volume)),
+                    opt(v.map(|v| v.brain_volume)),
+                    opt(v.map(|v| v.icv)),
+                ]
+                .join(",")
+            };
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{}",
+                csv_text(Some(&r.file)),
+                volumes(r.original.as_ref()),
+                volumes(r.reconstruction.as_ref()),
+                r.l1,
+                csv_text(r.error.as_deref()),
+            );
+        }
+        out
+    }
+}
+
+/// What the autoencoder keeps of the volumes: the ceiling it puts on any model that decodes
+/// through it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReconstructionReport {
+    /// The cohort folder.
+    pub cohort: String,
+    /// Images reconstructed (measured ones and failures).
+    pub images: usize,
+    /// Mean absolute error per image.
+    pub l1: Summary,
+    /// Ventricular volume (mm³) measured on the images.
+    pub original_ventricular: Summary,
+    /// Ventricular volume (mm³) measured on their reconstructions.
+    pub reconstructed_ventricular: Summary,
+    /// Brain volume (mm³) measured on the images.
+    pub original_brain: Summary,
+    /// Brain volume (mm³) measured on their reconstructions.
+    pub reconstructed_brain: Summary,
+    /// Reconstruction's ventricular volume on the image's (per image).
+    pub ventricular_fit: LineFit,
+    /// Reconstruction's brain volume on the image's (per image).
+    pub brain_fit: LineFit,
+    /// Images where the volumetry failed on the image or its reconstruction (left out of
+    /// every number but `l1`).
+    pub failures: usize,
+}
+
+impl ReconstructionReport {
+    /// The report of `images` from the cohort folder `cohort`.
+    pub(crate) fn new(cohort: String, images: &[Reconstruction]) -> Self {
+        let measured: Vec<(&Volumes, &Volumes)> = images
+            .iter()
+            .filter_map(|r| Some((r.original.as_ref()?, r.reconstruction.as_ref()?)))
+            .collect();
+        let column = |f: fn(&Volumes) -> f64, after: bool| -> Vec<f64> {
+            measured
+                .iter()
+                .map(|&(o, r)| f(if after { r } else { o }))
+                .collect()
+        };
+        let ventricles = |v: &Volumes| v.ventricular_volume;
+        let brain = |v: &Volumes| v.brain_volume;
+        let (vo, vr) = (column(ventricles, false), column(ventricles, true));
+        let (bo, br) = (column(brain, false), column(brain, true));
+        let l1: Vec<f64> = images.iter().map(|r| r.l1).collect();
+        ReconstructionReport {
+            cohort,
+            images: images.len(),
+            l1: Summary::of(&l1),
+            original_ventricular: Summary::of(&vo),
+            reconstructed_ventricular: Summary::of(&vr),
+            original_brain: Summary::of(&bo),
+            reconstructed_brain: Summary::of(&br),
+            ventricular_fit: line_fit(&vo, &vr),
+            brain_fit: line_fit(&bo, &br),
+            failures: images.len() - measured.len(),
+        }
+    }
+}
+
 /// Diversity of a real cohort.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CohortDiversity {
@@ -302,6 +409,8 @@ pub struct Timing {
     pub sampling: f64,
     /// Volumetry of every sample (and preparing the figure cells).
     pub volumetry: f64,
+    /// Reconstructing cohort images through the autoencoder and measuring them.
+    pub reconstruction: f64,
     /// MS-SSIM of both sets.
     pub diversity: f64,
     /// The whole run.
@@ -326,6 +435,9 @@ pub struct FidelityReport {
     /// The samples conditioned on covariates of random training subjects (the paper's
     /// r = 0.972); `None` when [`SettingsReport::subjects`] is 0.
     pub training_subjects: Option<SubjectsReport>,
+    /// Cohort images through the autoencoder (when a cohort of the model's image shape was
+    /// given and the part was not switched off).
+    pub reconstruction: Option<ReconstructionReport>,
     /// Diversity of generated (and real) images.
     pub diversity: DiversityResult,
     /// Generated brains the volumetry could not measure.
@@ -349,6 +461,8 @@ pub struct FidelityOutcome {
     pub report: FidelityReport,
     /// One entry per generated brain, in generation order.
     pub measurements: Vec<Measurement>,
+    /// One entry per reconstructed cohort image, in drawing order.
+    pub reconstructions: Vec<Reconstruction>,
     /// One figure per grid experiment.
     pub(crate) grids: Vec<(Experiment, GreyImage)>,
 }
@@ -368,7 +482,8 @@ fn figure_name(experiment: Experiment) -> String {
 }
 
 impl FidelityOutcome {
-    /// Writes `fidelity.md`, `fidelity.json`, `measurements.csv` and one PNG per grid
+    /// Writes `fidelity.md`, `fidelity.json`, `measurements.csv`, `reconstructions.csv`
+    /// (when cohort images were reconstructed) and one PNG per grid
     /// (`ventricular_volume.png`, `brain_volume.png`, `age.png`, `extrapolation.png`) into
     /// `dir` (created if needed), each through a temporary file renamed into place; returns
     /// the paths written.
@@ -392,11 +507,20 @@ impl FidelityOutcome {
             report: &self.report,
         })
         .map_err(|e| Error::InvalidRequest(format!("cannot encode fidelity.json: {e}")))?;
+        let reconstructions = (!self.reconstructions.is_empty()).then(|| {
+            (
+                "reconstructions.csv",
+                Reconstruction::csv(&self.reconstructions),
+            )
+        });
         for (name, text) in [
             ("measurements.csv", self.csv()),
             ("fidelity.json", json + "\n"),
             ("fidelity.md", self.report.markdown(provenance)),
-        ] {
+        ]
+        .into_iter()
+        .chain(reconstructions)
+        {
             let path = dir.join(name);
             write_atomically(&path, text.as_bytes())?;
             written.push(path);
@@ -412,7 +536,6 @@ impl FidelityOutcome {
              brain_volume_normalised,measured_ventricular_volume_mm3,measured_brain_volume_mm3,\
              measured_icv_mm3,error\n",
         );
-        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         for m in &self.measurements {
             let c = m.covariates.as_ref();
             let sex = c.map_or("", |c| match c.sex {
@@ -421,9 +544,7 @@ impl FidelityOutcome {
             });
             let n = |i: usize| opt(m.conditioning.map(|c| f64::from(c.0[i])));
             let v = m.volumes.as_ref();
-            let error = m.error.as_deref().map_or(String::new(), |e| {
-                format!("\"{}\"", e.replace('"', "\"\"").replace('\n', " "))
-            });
+            let error = csv_text(m.error.as_deref());
             let _ = writeln!(
                 out,
                 "{},{},{},{},{},{sex},{},{},{},{},{},{},{},{},{},{},{error}",
@@ -446,6 +567,18 @@ impl FidelityOutcome {
         }
         out
     }
+}
+
+/// A CSV field: the number, or empty when missing.
+fn opt(value: Option<f64>) -> String {
+    value.map_or(String::new(), |v| v.to_string())
+}
+
+/// A quoted CSV text field (quotes doubled, line breaks as spaces), or empty when missing.
+fn csv_text(text: Option<&str>) -> String {
+    text.map_or(String::new(), |e| {
+        format!("\"{}\"", e.replace('"', "\"\"").replace('\n', " "))
+    })
 }
 
 /// `value` with `digits` decimals, or `–` when missing.
@@ -586,6 +719,17 @@ impl FidelityReport {
                 "–",
             ));
         }
+        if let Some(r) = &self.reconstruction {
+            rows.push((
+                "autoencoder: ventricular volume of reconstructions vs originals: r (slope)".into(),
+                format!(
+                    "{} ({})",
+                    num(r.ventricular_fit.pearson_r, 3),
+                    num(r.ventricular_fit.slope, 3)
+                ),
+                "–",
+            ));
+        }
         let per_year =
             |fit: &LineFit| format!("{} mm³ ({})", num(fit.slope, 0), num(fit.pearson_r, 3));
         rows.push((
@@ -639,6 +783,9 @@ impl FidelityReport {
         }
         if let Some(t) = &self.training_subjects {
             subjects_markdown(&mut md, t);
+        }
+        if let Some(r) = &self.reconstruction {
+            reconstruction_markdown(&mut md, r);
         }
 
         md.push_str("## Diversity\n\n");
@@ -815,6 +962,58 @@ fn subjects_markdown(md: &mut String, t: &SubjectsReport) {
     );
 }
 
+/// The autoencoder section: volumes measured on cohort images and their reconstructions.
+fn reconstruction_markdown(md: &mut String, r: &ReconstructionReport) {
+    md.push_str("## Autoencoder reconstructions\n\n");
+    let _ = writeln!(
+        md,
+        "{} images of the cohort `{}`, each encoded by the model's autoencoder (latent mean), \
+         decoded, clamped to [0, 1] and measured like the generated brains. Every generated \
+         brain is decoded by the same decoder, so what it loses here — a volume shrunk, or \
+         varying less than in the images — no model using it can show. L1 (mean absolute \
+         error per image): {} ± {}.\n",
+        r.images,
+        r.cohort,
+        num(r.l1.mean, 4),
+        num(r.l1.sd, 4),
+    );
+    md.push_str(
+        "| volume | images (mm³) | reconstructions (mm³) | r (reconstruction vs image) | slope (mm³ per mm³) | n |\n|---|---|---|---|---|---|\n",
+    );
+    for (name, original, reconstructed, fit) in [
+        (
+            "ventricular",
+            &r.original_ventricular,
+            &r.reconstructed_ventricular,
+            &r.ventricular_fit,
+        ),
+        (
+            "brain",
+            &r.original_brain,
+            &r.reconstructed_brain,
+            &r.brain_fit,
+        ),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} |",
+            mean_sd(original),
+            mean_sd(reconstructed),
+            num(fit.pearson_r, 3),
+            num(fit.slope, 3),
+            fit.n
+        );
+    }
+    if r.failures > 0 {
+        let _ = writeln!(
+            md,
+            "\nImages the volumetry could not measure, before or after: {} (see reconstructions.csv).",
+            r.failures
+        );
+    }
+    md.push('\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -924,6 +1123,56 @@ mod tests {
         assert!(
             md.starts_with("## Covariates uniform over the scaling range"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn reconstructions_fit_the_reconstructed_volumes_on_the_images() {
+        // Reconstructed ventricles = 0.5 · image's − 1000; the third image failed.
+        let volumes = |ventricles: f64| Volumes {
+            ventricular_volume: ventricles,
+            brain_volume: 20.0 * ventricles,
+            icv: 1.5e6,
+        };
+        let images: Vec<Reconstruction> = [10_000.0, 30_000.0, 20_000.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| Reconstruction {
+                file: format!("sub-{i}.nii.gz"),
+                original: Some(volumes(v)),
+                reconstruction: (i < 2).then(|| volumes(0.5 * v - 1000.0)),
+                l1: 0.01 * (i + 1) as f64,
+                error: (i == 2).then(|| "reconstruction: blank".to_string()),
+            })
+            .collect();
+        let r = ReconstructionReport::new("cohort".into(), &images);
+        assert_eq!((r.images, r.failures, r.ventricular_fit.n), (3, 1, 2));
+        assert!((r.ventricular_fit.slope.unwrap() - 0.5).abs() < 1e-12);
+        assert!((r.brain_fit.slope.unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(r.original_ventricular.mean, Some(20_000.0));
+        assert_eq!(r.reconstructed_ventricular.mean, Some(9_000.0));
+        assert!((r.l1.mean.unwrap() - 0.02).abs() < 1e-12);
+
+        let mut md = String::new();
+        reconstruction_markdown(&mut md, &r);
+        for part in [
+            "3 images of the cohort `cohort`",
+            "| ventricular | 20\u{2009}000 ± 14\u{2009}142 | 9\u{2009}000 ± 7\u{2009}071 | 1.000 | \
+             0.500 | 2 |",
+            "Images the volumetry could not measure, before or after: 1",
+        ] {
+            assert!(md.contains(part), "lacks {part:?}:\n{md}");
+        }
+        let csv = Reconstruction::csv(&images);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[1],
+            "\"sub-0.nii.gz\",10000,200000,1500000,4000,80000,1500000,0.01,"
+        );
+        assert!(
+            lines[3].ends_with(",,,0.03,\"reconstruction: blank\""),
+            "{}",
+            lines[3]
         );
     }
 
