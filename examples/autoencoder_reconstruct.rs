@@ -4,9 +4,14 @@
 //!
 //! ```text
 //! cargo run --release -p brain-ldm-autoencoder --example autoencoder_reconstruct -- \
-//!     [--weights models/autoencoder.pt] [--input T1.nii.gz] [--output recon.nii.gz] [--seed 0] \
-//!     [--only encode|decode]
+//!     [--weights models/autoencoder.pt] [--config autoencoder.json] [--input T1.nii.gz] \
+//!     [--as-is] [--output recon.nii.gz] [--seed 0] [--only encode|decode]
 //! ```
+//! `--config` takes an `AutoencoderKLConfig` as JSON (the `autoencoder.json` that `brain-ldm
+//! train autoencoder` writes beside its `autoencoder.safetensors`; default: the bundle's).
+//! `--as-is` feeds the input unchanged instead of through the brain-LDM preprocessing: for
+//! images already in the model's space, such as a `brain-ldm synth` cohort's for the demo
+//! autoencoder.
 //! Without `--weights` the bundle's architecture gets seeded random weights (a timing and
 //! memory run: the picture is meaningless). `--only encode` stops after the encoder; `--only
 //! decode` decodes a seeded random latent `1×3×20×28×20` (uniform, variance 1) instead of the
@@ -65,6 +70,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut output = "autoencoder_reconstruction.nii.gz".to_string();
     let mut seed = 0u64;
     let mut only = None;
+    let mut config = None;
+    let mut as_is = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -74,6 +81,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--output" => output = value()?,
             "--seed" => seed = value()?.parse()?,
             "--only" => only = Some(value()?),
+            "--config" => config = Some(value()?),
+            "--as-is" => as_is = true,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -83,7 +92,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("decode") => (false, true),
         Some(other) => return Err(format!("--only takes encode or decode, not {other}").into()),
     };
-    let cfg = AutoencoderKLConfig::brain_ldm();
+    let cfg = match &config {
+        Some(path) => AutoencoderKLConfig::from_json(&std::fs::read_to_string(path)?)?,
+        None => AutoencoderKLConfig::brain_ldm(),
+    };
     let ae = match &weights {
         Some(path) => AutoencoderKL::load(path, &cfg, &Device::Cpu)?,
         None => {
@@ -91,7 +103,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             random_model(&cfg, seed)?
         }
     };
-    let volume = PreprocessOptions::brain_ldm().apply(&read(&input)?)?;
+    let volume = read(&input)?;
+    let volume = if as_is {
+        volume
+    } else {
+        PreprocessOptions::brain_ldm().apply(&volume)?
+    };
     let mu = if !encode {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let latent: Vec<f32> = (0..3 * 20 * 28 * 20)

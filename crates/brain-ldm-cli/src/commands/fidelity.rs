@@ -54,7 +54,7 @@ pub struct FidelityArgs {
     #[arg(long, default_value_t = 28)]
     subjects: usize,
     /// Random cohort images to encode and decode with the model's autoencoder, measuring
-    /// the volumes before and after (what the autoencoder keeps bounds what any sample can
+    /// the volumes before and after (what the autoencoder loses is hard for any sample to
     /// show); 0 leaves this part out. Default: up to 28 when the cohort's images have the
     /// model's shape, else none.
     #[arg(long, value_name = "N")]

@@ -20,8 +20,9 @@
 //!   span the whole training range one covariate at a time.
 //! * **Reconstructions**: [`FidelityConfig::reconstructions`] random images of the cohort
 //!   (when given) encoded by the model's autoencoder (latent mean), decoded and measured
-//!   before and after: what the autoencoder keeps of the volumes bounds what any sample,
-//!   decoded by the same decoder, can show.
+//!   before and after: the diffusion model learns from such latents and its samples go
+//!   through the same decoder, so what the autoencoder loses of the volumes is hard for a
+//!   sample to show (a soft ceiling: a sample's latent need not be one the encoder gives).
 //! * **Diversity**: mean MS-SSIM over random pairs of generated samples (unconditional when
 //!   the model has a null condition, else covariates drawn from the training subjects or the
 //!   scaling range), next to the same number of pairs of a real [`Cohort`] when given; one

@@ -277,8 +277,8 @@ impl Reconstruction {
     }
 }
 
-/// What the autoencoder keeps of the volumes: the ceiling it puts on any model that decodes
-/// through it.
+/// What the autoencoder keeps of the volumes: a soft ceiling on any model that learns from
+/// its latents and decodes through it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReconstructionReport {
     /// The cohort folder.
@@ -629,7 +629,7 @@ impl FidelityReport {
             md,
             "Sampling: {} {} steps (eta {}, {} spacing), guidance scale {}, seed {}; {} samples \
              of {}×{}×{} voxels at {}×{}×{} mm, in {:.0} s (sampling {:.0} s, volumetry {:.0} s, \
-             MS-SSIM {:.0} s).\n",
+             {}MS-SSIM {:.0} s).\n",
             s.scheduler,
             s.steps,
             s.eta,
@@ -646,6 +646,11 @@ impl FidelityReport {
             self.seconds.total,
             self.seconds.sampling,
             self.seconds.volumetry,
+            if self.reconstruction.is_some() {
+                format!("reconstructions {:.0} s, ", self.seconds.reconstruction)
+            } else {
+                String::new()
+            },
             self.seconds.diversity,
         );
         let _ = writeln!(
@@ -968,10 +973,11 @@ fn reconstruction_markdown(md: &mut String, r: &ReconstructionReport) {
     let _ = writeln!(
         md,
         "{} images of the cohort `{}`, each encoded by the model's autoencoder (latent mean), \
-         decoded, clamped to [0, 1] and measured like the generated brains. Every generated \
-         brain is decoded by the same decoder, so what it loses here — a volume shrunk, or \
-         varying less than in the images — no model using it can show. L1 (mean absolute \
-         error per image): {} ± {}.\n",
+         decoded, clamped to [0, 1] and measured like the generated brains. The diffusion \
+         model learns from such latents and every generated brain goes through the same \
+         decoder, so what is lost here — a volume shrunk, or varying less than in the images \
+         — is hard for a sample to show (a soft ceiling: a sample's latent need not be one \
+         the encoder gives). L1 (mean absolute error per image): {} ± {}.\n",
         r.images,
         r.cohort,
         num(r.l1.mean, 4),
