@@ -423,9 +423,9 @@ impl<'a> Fidelity<'a> {
     /// `pairs` or `batch_size` 0, `subjects` or `reconstructions` 1, more pairs than a set
     /// has, more reconstructions than the cohort has images or without a cohort, guidance on
     /// a model that cannot sample unconditionally, …), [`Error::Cohort`] for a cohort folder
-    /// without usable images or, with `reconstructions` asked for, of another image shape, [`Error::InvalidRequest`] for a model whose images the
-    /// volumetry or MS-SSIM cannot take (a rotated affine, too small), scheduler errors for
-    /// bad sampling settings.
+    /// without usable images or, with `reconstructions` asked for, of another image shape,
+    /// [`Error::InvalidRequest`] for a model whose images the volumetry or MS-SSIM cannot
+    /// take (a rotated affine, too small), scheduler errors for bad sampling settings.
     pub fn new(
         pipeline: &'a LatentDiffusionPipeline,
         config: FidelityConfig,
