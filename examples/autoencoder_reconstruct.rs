@@ -14,9 +14,10 @@
 //! autoencoder.
 //! Without `--weights` the bundle's architecture gets seeded random weights (a timing and
 //! memory run: the picture is meaningless). `--only encode` stops after the encoder; `--only
-//! decode` decodes a seeded random latent `1×3×20×28×20` (uniform, variance 1) instead of the
-//! encoded input: one operation per process, as `scripts/bench_monai.py ae-encode` /
-//! `ae-decode` time MONAI. Run under `/usr/bin/time -v` for the peak memory.
+//! decode` decodes a seeded random latent `1×3×20×28×20` (the bundle's latent shape; uniform,
+//! variance 1) instead of the encoded input: one operation per process, as
+//! `scripts/bench_monai.py ae-encode` / `ae-decode` time MONAI. Run under `/usr/bin/time -v`
+//! for the peak memory.
 
 use brain_ldm_autoencoder::{AutoencoderKL, AutoencoderKLConfig};
 use brain_ldm_nifti::{preprocess::PreprocessOptions, read, write, Volume};

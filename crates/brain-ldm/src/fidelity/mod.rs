@@ -798,9 +798,7 @@ impl<'a> Fidelity<'a> {
                 let image = images.narrow(0, k, 1)?;
                 let volume =
                     positive_axes(Volume::from_tensor(&image, self.pipeline.image_affine)?);
-                let measured =
-                    brain_ldm_synth::volumetry::measure_volumes(volume.data.view(), &volume.affine);
-                let (volumes, error) = match measured {
+                let (volumes, error) = match measure(&volume) {
                     Ok(v) => (Some(v), None),
                     Err(e) => (None, Some(e.to_string())),
                 };
@@ -935,9 +933,6 @@ impl<'a> Fidelity<'a> {
                     .mapv(f32::abs)
                     .mean()
                     .map_or(f64::NAN, f64::from);
-                let measure = |v: &Volume| {
-                    brain_ldm_synth::volumetry::measure_volumes(v.data.view(), &v.affine)
-                };
                 let (before, after) = (measure(&original), measure(&reconstruction));
                 let error = match (&before, &after) {
                     (Err(e), _) => Some(format!("image: {e}")),
@@ -1050,6 +1045,11 @@ fn positive_axes(mut volume: Volume) -> Volume {
     }
     volume.data = volume.data.as_standard_layout().mapv(|v| v.clamp(0.0, 1.0));
     volume
+}
+
+/// Ventricular, brain and intracranial volume of an image in [`positive_axes`] form.
+fn measure(volume: &Volume) -> brain_ldm_synth::Result<brain_ldm_synth::labels::Volumes> {
+    brain_ldm_synth::volumetry::measure_volumes(volume.data.view(), &volume.affine)
 }
 
 #[cfg(test)]

@@ -311,16 +311,12 @@ impl ReconstructionReport {
             .iter()
             .filter_map(|r| Some((r.original.as_ref()?, r.reconstruction.as_ref()?)))
             .collect();
-        let column = |f: fn(&Volumes) -> f64, after: bool| -> Vec<f64> {
-            measured
-                .iter()
-                .map(|&(o, r)| f(if after { r } else { o }))
-                .collect()
+        // (image's, reconstruction's) value of one volume, per measured image.
+        let pairs = |f: fn(&Volumes) -> f64| -> (Vec<f64>, Vec<f64>) {
+            measured.iter().map(|&(o, r)| (f(o), f(r))).unzip()
         };
-        let ventricles = |v: &Volumes| v.ventricular_volume;
-        let brain = |v: &Volumes| v.brain_volume;
-        let (vo, vr) = (column(ventricles, false), column(ventricles, true));
-        let (bo, br) = (column(brain, false), column(brain, true));
+        let (vo, vr) = pairs(|v| v.ventricular_volume);
+        let (bo, br) = pairs(|v| v.brain_volume);
         let l1: Vec<f64> = images.iter().map(|r| r.l1).collect();
         ReconstructionReport {
             cohort,
