@@ -16,7 +16,8 @@
 //!   bounded for large volumes; optional f32 softmax for half-precision inputs.
 //! * [`timestep_embedding`]: MONAI's sinusoidal embedding (cosines first);
 //!   [`ops::geglu`]: the gated GELU of MONAI's transformer feed-forward;
-//!   [`ops::concat_channels`]: the skip connections' channel concatenation.
+//!   [`ops::concat_channels`]: the skip connections' channel concatenation;
+//!   [`ops::add_channel_bias`]: a per-channel (or per-sample and channel) bias.
 //!
 //! * [`LargeBlockCache`]: a global allocator that reuses the large blocks slab-wise
 //!   full-size inference frees and allocates again, instead of faulting in fresh pages.
@@ -33,6 +34,7 @@
 
 mod activation;
 mod attention;
+mod bias;
 pub mod checkpoint;
 mod concat;
 mod conv;
@@ -57,6 +59,7 @@ pub use norm::{group_norm, layer_norm, GroupNorm, GroupNormStatistics, LayerNorm
 /// Functional forms of the 3D operations.
 pub mod ops {
     pub use crate::activation::geglu;
+    pub use crate::bias::add_channel_bias;
     pub use crate::concat::concat_channels;
     pub use crate::conv::{conv3d, conv3d_reference, conv_transpose3d};
     pub use crate::resample::{avg_pool3d, upsample_nearest3d, upsample_nearest3d_reference};

@@ -1,4 +1,4 @@
-//! Branch-free f32 elementary functions, so that loops over them vectorise.
+//! Branch-free f32 elementary functions and lane sums, so that loops over them vectorise.
 
 /// `e^x` in f32 to about 2 ulp (Cephes' `expf`: `2^k · p(r)`, a degree-7 polynomial on
 /// `|r| ≤ ln 2 / 2`), branch-free so that loops over it vectorise; saturates outside
@@ -44,6 +44,37 @@ pub(crate) fn erf(x: f32) -> f32 {
         * t;
     let y = 1.0 - p * exp(-a * a);
     y.copysign(x)
+}
+
+/// `Σ f(v)` over `values`, summed as [`lane_sum_pairs`] does.
+pub(crate) fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    lane_sum_pairs(values, values, |v, _| f(v))
+}
+
+/// `Σ f(a_i, b_i)` over two equally long slices: f32 sums in 16 independent lanes (so the
+/// compiler vectorises them) over blocks of at most 4096 values, each block's total added in
+/// f64.
+pub(crate) fn lane_sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    const LANES: usize = 16;
+    a.chunks(4096)
+        .zip(b.chunks(4096))
+        .map(|(a, b)| {
+            let mut acc = [0f32; LANES];
+            let mut lanes = a.chunks_exact(LANES).zip(b.chunks_exact(LANES));
+            for (ca, cb) in &mut lanes {
+                for ((acc, &x), &y) in acc.iter_mut().zip(ca).zip(cb) {
+                    *acc += f(x, y);
+                }
+            }
+            let done = a.len() / LANES * LANES;
+            let tail: f32 = a[done..]
+                .iter()
+                .zip(&b[done..])
+                .map(|(&x, &y)| f(x, y))
+                .sum();
+            acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Group and layer normalisation, with fused CPU inference paths.
 
 use crate::error::NnError;
-use crate::math::exp;
+use crate::math::{exp, lane_sum, lane_sum_pairs};
 use candle_core::{
     CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Storage, Tensor, D,
 };
@@ -486,37 +486,6 @@ fn normalise(dst: &mut [MaybeUninit<f32>], src: &[f32], scale: f32, offset: f32,
             d.write(s * scale + offset);
         }
     }
-}
-
-/// `Σ f(v)` over `values`, summed as [`lane_sum_pairs`] does.
-fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    lane_sum_pairs(values, values, |v, _| f(v))
-}
-
-/// `Σ f(a_i, b_i)` over two equally long slices: f32 sums in 16 independent lanes (so the
-/// compiler vectorises them) over blocks of at most 4096 values, each block's total added in
-/// f64.
-fn lane_sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    const LANES: usize = 16;
-    a.chunks(4096)
-        .zip(b.chunks(4096))
-        .map(|(a, b)| {
-            let mut acc = [0f32; LANES];
-            let mut lanes = a.chunks_exact(LANES).zip(b.chunks_exact(LANES));
-            for (ca, cb) in &mut lanes {
-                for ((acc, &x), &y) in acc.iter_mut().zip(ca).zip(cb) {
-                    *acc += f(x, y);
-                }
-            }
-            let done = a.len() / LANES * LANES;
-            let tail: f32 = a[done..]
-                .iter()
-                .zip(&b[done..])
-                .map(|(&x, &y)| f(x, y))
-                .sum();
-            acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
-        })
-        .sum()
 }
 
 /// Layer normalisation over the last axis, as `torch.nn.LayerNorm(dim, eps)`.

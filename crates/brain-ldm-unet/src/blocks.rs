@@ -114,13 +114,18 @@ impl ResnetBlock {
             ),
             Resample::Down => (ops::avg_pool3d(x, 2)?, ops::avg_pool3d(&h, 2)?),
         };
-        let temb = self
-            .time_emb_proj
-            .forward(emb_act)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?
-            .unsqueeze(4)?;
-        let h = self.conv1.forward(&h)?.broadcast_add(&temb)?;
+        // MONAI adds the projected embedding after conv1's bias; the bias folded into the
+        // embedding first makes one pass over the volume instead of two.
+        let mut temb = self.time_emb_proj.forward(emb_act)?;
+        if let Some(bias) = self.conv1.bias() {
+            temb = temb.broadcast_add(bias)?;
+        }
+        if temb.dim(0)? != h.dim(0)? {
+            // One embedding for the whole batch: `[1, c]` → `[c]`.
+            temb = temb.squeeze(0)?;
+        }
+        let h = ops::conv3d(&h, self.conv1.weight(), self.conv1.config())?;
+        let h = ops::add_channel_bias(&h, &temb)?;
         let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.skip_connection {
             None => x + h,

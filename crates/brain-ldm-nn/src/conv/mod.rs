@@ -29,6 +29,7 @@ mod test_support {
 pub use geometry::Conv3dConfig;
 pub(crate) use geometry::ConvGeometry;
 
+use crate::bias::add_channel_bias;
 use crate::error::NnError;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
@@ -394,7 +395,7 @@ impl Module for Conv3d {
         let y = conv3d(x, &self.weight, &self.config)?;
         match &self.bias {
             None => Ok(y),
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1, 1))?),
+            Some(b) => add_channel_bias(&y, b),
         }
     }
 }
@@ -468,7 +469,7 @@ impl Module for ConvTranspose3d {
         let y = conv_transpose3d(x, &self.weight, &self.config)?;
         match &self.bias {
             None => Ok(y),
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1, 1))?),
+            Some(b) => add_channel_bias(&y, b),
         }
     }
 }
