@@ -1,6 +1,7 @@
 //! Activations beyond candle's own (`Tensor::silu`, `Tensor::gelu_erf`).
 
 use crate::math::erf;
+use crate::storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -55,16 +56,12 @@ impl CustomOp1 for Geglu {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), Some((start, end))) = (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("geglu: expects contiguous f32 (the caller makes it so)");
-        };
+        let x = contiguous_f32(storage, layout, "geglu")?;
         let mut dims = layout.dims().to_vec();
         let n = dims.last().copied().unwrap_or(0) / 2;
         if let Some(last) = dims.last_mut() {
             *last = n;
         }
-        let x = &x[start..end];
         let mut out = vec![0f32; x.len() / 2];
         if n > 0 {
             out.par_chunks_mut(n)

@@ -2,6 +2,7 @@
 
 use crate::error::NnError;
 use crate::math::lane_sum;
+use crate::storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -89,12 +90,8 @@ impl CustomOp2 for ChannelBias {
         sb: &CpuStorage,
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(bias), Some((x0, x1)), Some((b0, b1))) =
-            (sx, sb, lx.contiguous_offsets(), lb.contiguous_offsets())
-        else {
-            candle_core::bail!("add_channel_bias: expects contiguous f32 (the caller makes it so)");
-        };
-        let (x, bias) = (&x[x0..x1], &bias[b0..b1]);
+        let x = contiguous_f32(sx, lx, "add_channel_bias")?;
+        let bias = contiguous_f32(sb, lb, "add_channel_bias")?;
         let channels = lx.dims()[1];
         let plane = lx.dims()[2..].iter().product::<usize>().max(1);
         let mut out = Vec::with_capacity(x.len());
@@ -139,11 +136,7 @@ impl CustomOp1 for ChannelSum {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(g), Some((start, end))) = (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("channel_sum: expects contiguous f32 (the caller makes it so)");
-        };
-        let g = &g[start..end];
+        let g = contiguous_f32(storage, layout, "channel_sum")?;
         let (batch, channels) = (layout.dims()[0], layout.dims()[1]);
         let plane = layout.dims()[2..].iter().product::<usize>();
         let plane_sum = |i: usize| lane_sum(&g[i * plane..(i + 1) * plane], |v| v);

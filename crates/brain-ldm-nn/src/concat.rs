@@ -1,5 +1,6 @@
 //! Concatenation along the channel axis (the UNet's skip connections).
 
+use crate::storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -53,12 +54,8 @@ impl CustomOp2 for ConcatChannels {
         sb: &CpuStorage,
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(a), CpuStorage::F32(b), Some((a0, a1)), Some((b0, b1))) =
-            (sa, sb, la.contiguous_offsets(), lb.contiguous_offsets())
-        else {
-            candle_core::bail!("concat_channels: expects contiguous f32 (the caller makes it so)");
-        };
-        let (a, b) = (&a[a0..a1], &b[b0..b1]);
+        let a = contiguous_f32(sa, la, "concat_channels")?;
+        let b = contiguous_f32(sb, lb, "concat_channels")?;
         let batch = la.dims()[0];
         let mut dims = la.dims().to_vec();
         dims[1] += lb.dims()[1];

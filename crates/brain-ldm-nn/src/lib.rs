@@ -44,6 +44,7 @@ mod large_blocks;
 mod math;
 mod norm;
 mod resample;
+mod storage;
 
 pub use attention::{attention, AttentionConfig};
 pub use candle_nn::{linear, linear_no_bias, Linear};

@@ -2,6 +2,7 @@
 
 use crate::error::NnError;
 use crate::math::{exp, lane_sum, lane_sum_pairs};
+use crate::storage::contiguous_f32;
 use candle_core::{
     CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Storage, Tensor, D,
 };
@@ -70,7 +71,7 @@ impl GroupNorm {
         let Storage::Cpu(storage) = &*storage else {
             return Ok(None);
         };
-        let data = contiguous_f32(storage, layout)?;
+        let data = contiguous_f32(storage, layout, "group_norm")?;
         let (channels, spatial) = FusedGroupNorm::extent(layout.dims());
         let op = self.op(false);
         let values = data
@@ -269,15 +270,6 @@ struct FusedGroupNorm {
     silu: bool,
 }
 
-/// Contiguous f32 data of a CPU storage, or an error naming the group norm.
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let (start, end) = l.contiguous_offsets().ok_or_else(|| NnError::Geometry {
-        op: "group_norm",
-        reason: "input is not contiguous".to_string(),
-    })?;
-    Ok(&s.as_slice::<f32>()?[start..end])
-}
-
 impl FusedGroupNorm {
     /// `(channels, spatial)` of an input `[b, c, …]`.
     fn extent(dims: &[usize]) -> (usize, usize) {
@@ -311,8 +303,11 @@ impl CustomOp3 for FusedGroupNorm {
     ) -> Result<(CpuStorage, Shape)> {
         let (channels, spatial) = Self::extent(l1.dims());
         let per_group = channels / self.num_groups;
-        let x = contiguous_f32(s1, l1)?;
-        let (gain, shift) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
+        let x = contiguous_f32(s1, l1, "group_norm")?;
+        let (gain, shift) = (
+            contiguous_f32(s2, l2, "group_norm")?,
+            contiguous_f32(s3, l3, "group_norm")?,
+        );
         let mut out = Vec::with_capacity(x.len());
         // At least 1, so that an empty volume gives empty chunks rather than a panic.
         let group_len = (per_group * spatial).max(1);
@@ -381,10 +376,10 @@ impl CustomOp3 for FusedGroupNormBackward {
         let norm = &self.0;
         let (channels, spatial) = FusedGroupNorm::extent(l1.dims());
         let per_group = channels / norm.num_groups;
-        let x = contiguous_f32(s1, l1)?;
-        let params = contiguous_f32(s2, l2)?;
+        let x = contiguous_f32(s1, l1, "group_norm")?;
+        let params = contiguous_f32(s2, l2, "group_norm")?;
         let (gain, shift) = params.split_at(channels);
-        let grad_y = contiguous_f32(s3, l3)?;
+        let grad_y = contiguous_f32(s3, l3, "group_norm")?;
         let group_len = per_group * spatial;
         let mut out = vec![0f32; x.len() + 2 * channels];
         let (grad_x, grad_params) = out.split_at_mut(x.len());

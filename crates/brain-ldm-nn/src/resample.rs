@@ -1,6 +1,7 @@
 //! 3D nearest-neighbour upsampling and average pooling.
 
 use crate::error::{check_rank, NnError};
+use crate::storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -112,12 +113,7 @@ impl CustomOp1 for UpsampleNearest {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, c, d, h, w) = l.shape().dims5()?;
         let [fd, fh, fw] = self.factors;
-        let data = s.as_slice::<f32>()?;
-        let (start, end) = l.contiguous_offsets().ok_or_else(|| NnError::Geometry {
-            op: "upsample_nearest3d",
-            reason: "input is not contiguous".to_string(),
-        })?;
-        let x = &data[start..end];
+        let x = contiguous_f32(s, l, "upsample_nearest3d")?;
         let (ud, uh, uw) = (d * fd, h * fh, w * fw);
         let mut out = vec![0f32; b * c * ud * uh * uw];
         out.par_chunks_mut(ud * uh * uw)

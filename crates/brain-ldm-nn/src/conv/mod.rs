@@ -31,6 +31,7 @@ pub(crate) use geometry::ConvGeometry;
 
 use crate::bias::add_channel_bias;
 use crate::error::NnError;
+use crate::storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 
@@ -262,19 +263,6 @@ struct Conv3dOp {
     cfg: Conv3dConfig,
 }
 
-/// Contiguous f32 data of a CPU storage, or an error naming the op.
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => Err(NnError::Geometry {
-            op,
-            reason: "input is not contiguous".to_string(),
-        }
-        .into()),
-    }
-}
-
 impl CustomOp2 for Conv3dOp {
     fn name(&self) -> &'static str {
         "conv3d"
@@ -288,8 +276,8 @@ impl CustomOp2 for Conv3dOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = ConvGeometry::new(l1.dims(), l2.dims(), &self.cfg)?;
-        let x = f32_slice(s1, l1, "conv3d")?;
-        let w = f32_slice(s2, l2, "conv3d")?;
+        let x = contiguous_f32(s1, l1, "conv3d")?;
+        let w = contiguous_f32(s2, l2, "conv3d")?;
         let out = cpu::conv3d_forward(x, w, &g);
         let shape = Shape::from((g.batch, g.c_out, g.output[0], g.output[1], g.output[2]));
         Ok((CpuStorage::F32(out), shape))
@@ -349,8 +337,8 @@ impl CustomOp2 for Conv3dWeightGradOp {
         let [kd, kh, kw] = self.kernel;
         let w_dims = [self.c_out, x_dims[1], kd, kh, kw];
         let g = ConvGeometry::new(x_dims, &w_dims, &self.cfg)?;
-        let x = f32_slice(s1, l1, "conv3d-weight-grad")?;
-        let grad = f32_slice(s2, l2, "conv3d-weight-grad")?;
+        let x = contiguous_f32(s1, l1, "conv3d-weight-grad")?;
+        let grad = contiguous_f32(s2, l2, "conv3d-weight-grad")?;
         let gw = cpu::conv3d_weight_grad(x, grad, &g);
         Ok((CpuStorage::F32(gw), Shape::from(w_dims.to_vec())))
     }
