@@ -83,6 +83,9 @@ pub(crate) fn conv3d_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32>
 
 /// Gradient of the convolution with respect to its weight: `[c_out, c_in, k…]`.
 pub(crate) fn conv3d_weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if super::winograd::applicable(g) {
+        return super::winograd::weight_grad(x, grad_out, g);
+    }
     let rows = g.c_in * g.taps();
     let ovol = g.output_volume();
     let tiles = ovol.div_ceil(TILE);

@@ -188,6 +188,15 @@ trait Algorithm {
         out: OutDest,
         co: usize,
     );
+
+    /// Writes `A Ȳ Aᵀ` (the adjoint of the output transform) of one output channel's gradient
+    /// `grad` `[od, oh, ow]` for the tiles of `blocks` to `dst`, zeros standing for the
+    /// positions past the output's end.
+    fn grad_transform(grad: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest);
+
+    /// Writes `Gᵀ Ū G` (the adjoint of the weight transform) of output channel `co` of `du`
+    /// `[ξ][c_out][c_in]` to `dst` `[c_in][27]`, the weight gradient of that channel.
+    fn weight_adjoint(du: &[f32], c_out: usize, c_in: usize, co: usize, dst: &mut [f32]);
 }
 
 /// Writes `U = G g Gᵀ` of output channels `co0..co0 + width` into `dst` `[ξ][c_in][width]`
@@ -908,6 +917,75 @@ fn load_tiles(m: &[f32], tc: usize, b: &Block, s: &mut [[f32; NT]]) {
     }
 }
 
+/// Loads the `M³` gradient entries of the tiles of block `b` of one output channel `grad`
+/// `[od, oh, ow]` into entries `(i·E + j)·E + k` (`i, j, k < M`) of `s`, zeros past the
+/// output's end.
+#[inline(always)]
+fn load_grad<const M: usize, const E: usize>(
+    grad: &[f32],
+    g: &ConvGeometry,
+    b: &Block,
+    s: &mut [[f32; NT]],
+) {
+    let [od, oh, ow] = g.output;
+    for run in &b.runs {
+        for (i, j) in (0..M).flat_map(|i| (0..M).map(move |j| (i, j))) {
+            let (z, y) = (M * run.tz + i, M * run.ty + j);
+            // Entry k of tile l's row is span[M·l + k] (M ≤ 4).
+            let mut span = [0f32; 4 * NT];
+            if z < od && y < oh {
+                // x0 < ow: the run's first tile covers at least one output column.
+                let x0 = M * run.tx0;
+                let len = (M * run.n).min(ow - x0);
+                copy_short(&grad[(z * oh + y) * ow + x0..][..len], &mut span[..len]);
+            }
+            for k in 0..M {
+                let row = &mut s[(i * E + j) * E + k][run.lane..run.lane + run.n];
+                for (l, v) in row.iter_mut().enumerate() {
+                    *v = span[M * l + k];
+                }
+            }
+        }
+    }
+}
+
+/// Loads `du[ξ][co][ci0..ci0 + NT]` (`du` `[ξ][c_out][c_in]`, fewer lanes at the end) into
+/// the rows `s[ξ]`.
+#[inline(always)]
+fn load_adjoint_lanes(
+    du: &[f32],
+    c_out: usize,
+    c_in: usize,
+    co: usize,
+    ci0: usize,
+    s: &mut [[f32; NT]],
+) {
+    let lanes = NT.min(c_in - ci0);
+    for (xi, row) in s.iter_mut().enumerate() {
+        copy_short(
+            &du[(xi * c_out + co) * c_in + ci0..][..lanes],
+            &mut row[..lanes],
+        );
+    }
+}
+
+/// Stores lanes `0..lanes` of the taps `s[pos[t]]` to `dst[(ci0 + lane)·27 + t]`.
+#[inline(always)]
+fn store_adjoint_lanes(
+    s: &[[f32; NT]],
+    pos: &[usize; 27],
+    ci0: usize,
+    lanes: usize,
+    dst: &mut [f32],
+) {
+    for lane in 0..lanes {
+        let taps = &mut dst[(ci0 + lane) * 27..][..27];
+        for (v, &p) in taps.iter_mut().zip(pos) {
+            *v = s[p][lane];
+        }
+    }
+}
+
 /// Implements [`Algorithm`] for `$name` (output tiles `$m`³) with the calling module's
 /// `transform_weights_w`, `input_transform` and `output_transform`, each compiled per CPU by
 /// `multiversion!`.
@@ -946,12 +1024,23 @@ macro_rules! algorithm {
             ) {
                 output_transform(m, tc, blocks, g, out, co);
             }
+
+            fn grad_transform(grad: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest) {
+                grad_transform(grad, g, blocks, dst);
+            }
+
+            fn weight_adjoint(du: &[f32], c_out: usize, c_in: usize, co: usize, dst: &mut [f32]) {
+                weight_adjoint(du, c_out, c_in, co, dst);
+            }
         }
     };
 }
 
 mod f2;
 mod f4;
+mod weight_grad;
+
+pub(super) use weight_grad::weight_grad;
 
 use f2::F2;
 use f4::F4;

@@ -1,8 +1,9 @@
 //! F(2×2×2, 3×3×3): the Lavin–Gray F(2, 3) matrices along each axis, 4×4×4 input tiles.
 
 use super::{
-    avx512_available, load_taps, load_tiles, padded_span, prefetch_span, put_lanes, store_taps,
-    store_tiles, tap_positions, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
+    avx512_available, load_adjoint_lanes, load_grad, load_taps, load_tiles, padded_span,
+    prefetch_span, put_lanes, store_adjoint_lanes, store_taps, store_tiles, tap_positions,
+    Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
 };
 
 /// F(2×2×2, 3×3×3).
@@ -186,6 +187,76 @@ multiversion! {
                     row[2 * full] = q0[full];
                 }
             }
+        }
+    }
+}
+
+/// `A` (the adjoint of [`at_axis`]) applied to entries `base` and `base + stride` of `s`,
+/// written to `base + (0..4)·stride`.
+#[inline(always)]
+fn a_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
+    let y0 = s[base];
+    let y1 = s[base + stride];
+    for k in 0..NT {
+        s[base + stride][k] = y0[k] + y1[k];
+        s[base + 2 * stride][k] = y0[k] - y1[k];
+        s[base + 3 * stride][k] = -y1[k];
+    }
+}
+
+/// `Gᵀ` (the adjoint of [`g_axis`]) applied to entries `base + (0..4)·stride` of `s`, written
+/// to `base + (0..3)·stride`.
+#[inline(always)]
+fn gt_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
+    let u0 = s[base];
+    let u1 = s[base + stride];
+    let u2 = s[base + 2 * stride];
+    let u3 = s[base + 3 * stride];
+    for k in 0..NT {
+        let (sum, diff) = (0.5 * (u1[k] + u2[k]), 0.5 * (u1[k] - u2[k]));
+        s[base][k] = u0[k] + sum;
+        s[base + stride][k] = diff;
+        s[base + 2 * stride][k] = sum + u3[k];
+    }
+}
+
+multiversion! {
+    /// [`Algorithm::grad_transform`] of F(2, 3).
+    fn grad_transform(grad: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest) {
+        let mut s = [[0f32; NT]; XI];
+        for b in blocks {
+            load_grad::<2, 4>(grad, g, b, &mut s);
+            for base in [0, 4, 16, 20] {
+                a_axis(&mut s, base, 1);
+            }
+            for base in [0, 1, 2, 3, 16, 17, 18, 19] {
+                a_axis(&mut s, base, 4);
+            }
+            for base in 0..16 {
+                a_axis(&mut s, base, 16);
+            }
+            store_tiles(&s, b, dst);
+        }
+    }
+}
+
+multiversion! {
+    /// [`Algorithm::weight_adjoint`] of F(2, 3) (input channels in the lanes).
+    fn weight_adjoint(du: &[f32], c_out: usize, c_in: usize, co: usize, dst: &mut [f32]) {
+        let mut s = [[0f32; NT]; XI];
+        for ci0 in (0..c_in).step_by(NT) {
+            let lanes = NT.min(c_in - ci0);
+            load_adjoint_lanes(du, c_out, c_in, co, ci0, &mut s);
+            for base in 0..16 {
+                gt_axis(&mut s, base, 16);
+            }
+            for base in [0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35] {
+                gt_axis(&mut s, base, 4);
+            }
+            for base in [0, 4, 8, 16, 20, 24, 32, 36, 40] {
+                gt_axis(&mut s, base, 1);
+            }
+            store_adjoint_lanes(&s, &tap_positions(4), ci0, lanes, dst);
         }
     }
 }

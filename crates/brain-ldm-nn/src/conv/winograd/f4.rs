@@ -16,8 +16,9 @@
 //! ```
 
 use super::{
-    avx512_available, load_taps, load_tiles, padded_span, prefetch_span, put_lanes, store_taps,
-    store_tiles, tap_positions, Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
+    avx512_available, load_adjoint_lanes, load_grad, load_taps, load_tiles, padded_span,
+    prefetch_span, put_lanes, store_adjoint_lanes, store_taps, store_tiles, tap_positions,
+    Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
 };
 
 /// F(4×4×4, 3×3×3).
@@ -198,6 +199,83 @@ multiversion! {
                     *v = q[e][run.lane + full];
                 }
             }
+        }
+    }
+}
+
+/// `A` (the adjoint of [`at_axis`]) applied to entries `base + (0..4)·stride` of `s`, written
+/// to `base + (0..6)·stride`.
+#[inline(always)]
+fn a_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
+    let y0 = s[base];
+    let y1 = s[base + stride];
+    let y2 = s[base + 2 * stride];
+    let y3 = s[base + 3 * stride];
+    for k in 0..NT {
+        let (even, odd) = (y0[k] + y2[k], y1[k] + y3[k]);
+        s[base + stride][k] = even + odd;
+        s[base + 2 * stride][k] = even - odd;
+        s[base + 3 * stride][k] = y0[k] + 2.0 * y1[k] + 4.0 * y2[k] + 8.0 * y3[k];
+        s[base + 4 * stride][k] = y0[k] - 0.5 * y1[k] + 0.25 * y2[k] - 0.125 * y3[k];
+        s[base + 5 * stride][k] = y3[k];
+    }
+}
+
+/// `Gᵀ` (the adjoint of [`g_axis`]) applied to entries `base + (0..6)·stride` of `s`, written
+/// to `base + (0..3)·stride`.
+#[inline(always)]
+fn gt_axis(s: &mut [[f32; NT]; XI], base: usize, stride: usize) {
+    let u0 = s[base];
+    let u1 = s[base + stride];
+    let u2 = s[base + 2 * stride];
+    let u3 = s[base + 3 * stride];
+    let u4 = s[base + 4 * stride];
+    let u5 = s[base + 5 * stride];
+    for k in 0..NT {
+        let (sum, diff) = ((u1[k] + u2[k]) * (1.0 / 3.0), (u2[k] - u1[k]) * (1.0 / 3.0));
+        s[base][k] = u0[k] + diff + (u3[k] - 16.0 * u4[k]) * (1.0 / 15.0);
+        s[base + stride][k] = (2.0 * u3[k] + 8.0 * u4[k]) * (1.0 / 15.0) - sum;
+        s[base + 2 * stride][k] = diff + (4.0 * u3[k] - 4.0 * u4[k]) * (1.0 / 15.0) + u5[k];
+    }
+}
+
+multiversion! {
+    /// [`Algorithm::grad_transform`] of F(4, 3).
+    fn grad_transform(grad: &[f32], g: &ConvGeometry, blocks: &[Block], dst: VDest) {
+        let mut s = [[0f32; NT]; XI];
+        for b in blocks {
+            load_grad::<4, E>(grad, g, b, &mut s);
+            for (dz, dy) in (0..4).flat_map(|dz| (0..4).map(move |dy| (dz, dy))) {
+                a_axis(&mut s, (dz * E + dy) * E, 1);
+            }
+            for (dz, dx) in (0..4).flat_map(|dz| (0..E).map(move |dx| (dz, dx))) {
+                a_axis(&mut s, dz * E * E + dx, E);
+            }
+            for base in 0..E * E {
+                a_axis(&mut s, base, E * E);
+            }
+            store_tiles(&s, b, dst);
+        }
+    }
+}
+
+multiversion! {
+    /// [`Algorithm::weight_adjoint`] of F(4, 3) (input channels in the lanes).
+    fn weight_adjoint(du: &[f32], c_out: usize, c_in: usize, co: usize, dst: &mut [f32]) {
+        let mut s = [[0f32; NT]; XI];
+        for ci0 in (0..c_in).step_by(NT) {
+            let lanes = NT.min(c_in - ci0);
+            load_adjoint_lanes(du, c_out, c_in, co, ci0, &mut s);
+            for base in 0..E * E {
+                gt_axis(&mut s, base, E * E);
+            }
+            for (dz, dx) in (0..3).flat_map(|dz| (0..E).map(move |dx| (dz, dx))) {
+                gt_axis(&mut s, dz * E * E + dx, E);
+            }
+            for (dz, dy) in (0..3).flat_map(|dz| (0..3).map(move |dy| (dz, dy))) {
+                gt_axis(&mut s, (dz * E + dy) * E, 1);
+            }
+            store_adjoint_lanes(&s, &tap_positions(E), ci0, lanes, dst);
         }
     }
 }

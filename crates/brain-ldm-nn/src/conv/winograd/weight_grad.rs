@@ -1,0 +1,220 @@
+//! The weight gradient of a Winograd-eligible convolution by the same algorithm: with
+//! `V = Bᵀ d B` of the input tiles and `P = A Ȳ Aᵀ` of the output gradient's tiles (the adjoint
+//! of the output transform), the gradient of the transformed weights is, for each transformed
+//! tap `ξ`, one GEMM over the tiles, `Ū[ξ] = P[ξ] · V[ξ]ᵀ` (`c_out × tiles` times
+//! `tiles × c_in`), and the weight gradient is `Gᵀ Ū G` (the adjoint of the weight transform).
+//! F(4, 3) needs 216 multiplies per 64 output voxels and channel pair, against 27·64 for the
+//! im2col GEMM.
+
+use super::{blocks, tile_grid, Algorithm, Scratch, SharedMut, VDest, F2, F4};
+use crate::conv::geometry::ConvGeometry;
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+/// Most tiles transformed at once: V and P of a chunk hold `TAPS·(c_in + c_out)` floats per
+/// tile (27 MB at 64 + 64 channels with F(4, 3)).
+const CHUNK_TILES: usize = 256;
+
+/// Gradient of a convolution [`super::applicable`] accepts with respect to its weight,
+/// `[c_out, c_in, 3, 3, 3]`, from its input `x` `[b, c_in, d, h, w]` and output gradient
+/// `grad_out` `[b, c_out, od, oh, ow]`. F(4, 3) where the forward pass uses it (at least 64 of
+/// its tiles), else F(2, 3). The same floats whatever rayon's thread count.
+pub(in crate::conv) fn weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let large = tile_grid::<F4>(g);
+    if large.iter().product::<usize>() >= 64 {
+        weight_grad_by::<F4>(x, grad_out, g, large)
+    } else {
+        weight_grad_by::<F2>(x, grad_out, g, tile_grid::<F2>(g))
+    }
+}
+
+/// [`weight_grad`] by algorithm `A` on its `tiles` grid.
+fn weight_grad_by<A: Algorithm>(
+    x: &[f32],
+    grad_out: &[f32],
+    g: &ConvGeometry,
+    tiles: [usize; 3],
+) -> Vec<f32> {
+    let (c_in, c_out) = (g.c_in, g.c_out);
+    let (ivol, ovol) = (g.input_volume(), g.output_volume());
+    let total: usize = tiles.iter().product();
+    let tc = total.min(CHUNK_TILES);
+    // Ū, `[ξ][c_out][c_in]`, summed over the chunks and batch items in order.
+    let mut du = vec![0f32; A::TAPS * c_out * c_in];
+    // V `[ξ][c_in][tile]` and P `[ξ][c_out][tile]` of one chunk (stale contents: the transforms
+    // write every tile the GEMMs read).
+    let mut v = Scratch::take(A::TAPS * c_in * tc);
+    let mut p = Scratch::take(A::TAPS * c_out * tc);
+    let mut first = true;
+    for (xb, gb) in x
+        .chunks_exact(c_in * ivol)
+        .zip(grad_out.chunks_exact(c_out * ovol))
+    {
+        for start in (0..total).step_by(tc) {
+            let range = start..(start + tc).min(total);
+            let nt = range.len();
+            let blocks = blocks(tiles, range);
+            // Channel c's tiles of tap ξ are `nt` consecutive floats at (ξ·channels + c)·nt:
+            // a destination with one channel per group of tiles, moved to channel c.
+            let dest = |buf: &mut Vec<f32>, channels: usize, c: usize| VDest {
+                v: SharedMut(buf.as_mut_ptr().wrapping_add(c * nt)),
+                stream: false,
+                tap_stride: channels * nt,
+                c_in: 1,
+                ci: 0,
+            };
+            let v_dest: Vec<VDest> = (0..c_in).map(|ci| dest(&mut v, c_in, ci)).collect();
+            let p_dest: Vec<VDest> = (0..c_out).map(|co| dest(&mut p, c_out, co)).collect();
+            xb.par_chunks(ivol).enumerate().for_each(|(ci, xc)| {
+                let next = xb.get((ci + 1) * ivol..(ci + 2) * ivol).unwrap_or(&[]);
+                A::input_transform(xc, next, g, &blocks, v_dest[ci]);
+            });
+            gb.par_chunks(ovol)
+                .enumerate()
+                .for_each(|(co, gc)| A::grad_transform(gc, g, &blocks, p_dest[co]));
+            let (v, p) = (&v[..], &p[..]);
+            du.par_chunks_mut(c_out * c_in)
+                .enumerate()
+                .for_each(|(xi, du)| {
+                    let (p, v) = (&p[xi * c_out * nt..], &v[xi * c_in * nt..]);
+                    // du[c_out × c_in] (+)= P[c_out × nt] · Vᵀ[nt × c_in]
+                    // SAFETY: P and V hold c_out·nt and c_in·nt floats from these offsets
+                    // (their buffers hold TAPS·channels·tc ≥ TAPS·channels·nt), du c_out·c_in.
+                    unsafe {
+                        gemm(
+                            c_out,
+                            c_in,
+                            nt,
+                            du.as_mut_ptr(),
+                            1,
+                            c_in as isize,
+                            !first,
+                            p.as_ptr(),
+                            1,
+                            nt as isize,
+                            v.as_ptr(),
+                            nt as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        );
+                    }
+                });
+            first = false;
+        }
+    }
+    Scratch::give_back(v);
+    Scratch::give_back(p);
+    let mut grad_w = vec![0f32; c_out * c_in * 27];
+    grad_w
+        .par_chunks_mut(c_in * 27)
+        .enumerate()
+        .for_each(|(co, dst)| A::weight_adjoint(&du, c_out, c_in, co, dst));
+    grad_w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::test_support::random;
+    use crate::conv::Conv3dConfig;
+
+    /// A weight-gradient function, as [`weight_grad`].
+    type WeightGrad = fn(&[f32], &[f32], &ConvGeometry) -> Vec<f32>;
+
+    /// The definition of the weight gradient, in f64.
+    fn direct(x: &[f32], grad_out: &[f32], g: &ConvGeometry) -> Vec<f64> {
+        let [d, h, wd] = g.input;
+        let [od, oh, ow] = g.output;
+        let [(pd, _), (ph, _), (pw, _)] = g.padding;
+        let mut grad_w = vec![0f64; g.c_out * g.c_in * 27];
+        for (i, gw) in grad_w.iter_mut().enumerate() {
+            let (co, ci, t) = (i / (27 * g.c_in), i / 27 % g.c_in, i % 27);
+            for b in 0..g.batch {
+                let xc = &x[(b * g.c_in + ci) * d * h * wd..][..d * h * wd];
+                let gc = &grad_out[(b * g.c_out + co) * od * oh * ow..][..od * oh * ow];
+                for (o, &dy) in gc.iter().enumerate() {
+                    let (z, y, xx) = (o / (oh * ow), o / ow % oh, o % ow);
+                    let iz = (z + t / 9).wrapping_sub(pd);
+                    let iy = (y + t / 3 % 3).wrapping_sub(ph);
+                    let ix = (xx + t % 3).wrapping_sub(pw);
+                    if iz < d && iy < h && ix < wd {
+                        *gw += f64::from(dy) * f64::from(xc[(iz * h + iy) * wd + ix]);
+                    }
+                }
+            }
+        }
+        grad_w
+    }
+
+    /// Both algorithms equal the definition on a batch of two, odd sizes, symmetric and
+    /// asymmetric padding, channel counts that are not multiples of the lanes, and more tiles
+    /// than one chunk holds, with NaNs left in the kept scratch buffers; the floats do not
+    /// depend on the thread count. Tolerances: the forward pass's (winograd.rs).
+    #[test]
+    fn matches_direct_definition_and_is_deterministic() {
+        let cases = [
+            ([2, 17, 5, 6, 7], [19, 17, 3, 3, 3], Conv3dConfig::new(1, 1)),
+            (
+                [2, 20, 6, 9, 5],
+                [24, 20, 3, 3, 3],
+                Conv3dConfig {
+                    stride: [1; 3],
+                    padding: [(0, 1), (2, 0), (1, 2)],
+                },
+            ),
+            (
+                [1, 16, 9, 70, 69],
+                [17, 16, 3, 3, 3],
+                Conv3dConfig::new(1, 1),
+            ),
+        ];
+        let algorithms: [(&str, WeightGrad, f64); 2] = [
+            (
+                "F(2, 3)",
+                |x, gy, g| weight_grad_by::<F2>(x, gy, g, tile_grid::<F2>(g)),
+                1e-6,
+            ),
+            (
+                "F(4, 3)",
+                |x, gy, g| weight_grad_by::<F4>(x, gy, g, tile_grid::<F4>(g)),
+                2e-5,
+            ),
+        ];
+        let pools = [1, 3].map(|n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+        });
+        for (xs, ws, cfg) in cases {
+            let g = ConvGeometry::new(&xs, &ws, &cfg).unwrap();
+            let x = random(xs.iter().product(), 7);
+            let gy = random(g.batch * g.c_out * g.output_volume(), 8);
+            let reference = direct(&x, &gy, &g);
+            let scale = reference.iter().fold(1f64, |a, b| a.max(b.abs()));
+            for (name, run, tolerance) in algorithms {
+                Scratch::give_back(vec![f32::NAN; 1 << 22]);
+                Scratch::give_back(vec![f32::NAN; 1 << 22]);
+                let [one, three] = [0, 1].map(|i| pools[i].install(|| run(&x, &gy, &g)));
+                assert_eq!(
+                    one, three,
+                    "{name}, {xs:?}: thread count changed the floats"
+                );
+                let err = one
+                    .iter()
+                    .zip(&reference)
+                    .map(|(&a, &b)| (f64::from(a) - b).abs())
+                    .fold(0f64, f64::max);
+                assert!(
+                    err <= tolerance * scale,
+                    "{name}, {xs:?} {ws:?}: max error {err} (scale {scale})"
+                );
+            }
+        }
+    }
+}
