@@ -10,10 +10,12 @@ use rayon::prelude::*;
 /// every sample) or `[n, c]` (one per sample).
 ///
 /// Contiguous f32 on the CPU runs one parallel pass, and so does its gradient with respect to
-/// the bias (each channel summed on one thread, in a fixed order). candle's `broadcast_add`
-/// sums the gradient of a `[c]` bias over the batch and voxel axes on one thread with an index
-/// division per element and axis (measured in docs/benchmarks.md, "Training step"). Elsewhere
-/// candle's `broadcast_add`. Differentiable.
+/// the bias (each channel summed on one thread, in a fixed order; for rows `[n, c]`, as in
+/// [`Linear`](crate::Linear), fixed blocks of rows summed in parallel and added in order, so
+/// the sums do not depend on the number of threads). candle's `broadcast_add` sums the
+/// gradient of a `[c]` bias over the batch and voxel axes on one thread with an index division
+/// per element and axis (measured in docs/benchmarks.md, "Training step"). Elsewhere candle's
+/// `broadcast_add`. Differentiable.
 ///
 /// # Shapes
 /// `x`: `[n, c, …]`; `bias`: `[c]` or `[n, c]` → `[n, c, …]`.
@@ -95,17 +97,41 @@ impl CustomOp2 for ChannelBias {
         let channels = lx.dims()[1];
         let plane = lx.dims()[2..].iter().product::<usize>().max(1);
         let mut out = Vec::with_capacity(x.len());
-        out.spare_capacity_mut()[..x.len()]
-            .par_chunks_mut(plane)
-            .zip(x.par_chunks(plane))
-            .enumerate()
-            .for_each(|(i, (dst, src))| {
-                let b = bias[if self.per_sample { i } else { i % channels }];
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    d.write(s + b);
-                }
-            });
-        // SAFETY: the planes cover all `x.len()` elements, each written above.
+        if plane == 1 {
+            // Rows `[n, c]`: each row adds the bias vector (or its own row of an `[n, c]` bias),
+            // in blocks of ROW_BLOCK rows.
+            let block = ROW_BLOCK * channels.max(1);
+            out.spare_capacity_mut()[..x.len()]
+                .par_chunks_mut(block)
+                .zip(x.par_chunks(block))
+                .enumerate()
+                .for_each(|(i, (dst, src))| {
+                    let rows = dst.chunks_mut(channels).zip(src.chunks(channels));
+                    for (j, (dst, src)) in rows.enumerate() {
+                        let b = if self.per_sample {
+                            let row = i * ROW_BLOCK + j;
+                            &bias[row * channels..(row + 1) * channels]
+                        } else {
+                            bias
+                        };
+                        for ((d, &s), &b) in dst.iter_mut().zip(src).zip(b) {
+                            d.write(s + b);
+                        }
+                    }
+                });
+        } else {
+            out.spare_capacity_mut()[..x.len()]
+                .par_chunks_mut(plane)
+                .zip(x.par_chunks(plane))
+                .enumerate()
+                .for_each(|(i, (dst, src))| {
+                    let b = bias[if self.per_sample { i } else { i % channels }];
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        d.write(s + b);
+                    }
+                });
+        }
+        // SAFETY: the rows or planes cover all `x.len()` elements, each written above.
         unsafe { out.set_len(x.len()) };
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
@@ -139,6 +165,15 @@ impl CustomOp1 for ChannelSum {
         let g = contiguous_f32(storage, layout, "channel_sum")?;
         let (batch, channels) = (layout.dims()[0], layout.dims()[1]);
         let plane = layout.dims()[2..].iter().product::<usize>();
+        if plane == 1 {
+            let sums = if self.per_sample {
+                g.to_vec()
+            } else {
+                column_sums(g, channels)
+            };
+            let len = sums.len();
+            return Ok((CpuStorage::F32(sums), Shape::from(len)));
+        }
         let plane_sum = |i: usize| lane_sum(&g[i * plane..(i + 1) * plane], |v| v);
         let sums: Vec<f32> = if self.per_sample {
             (0..batch * channels)
@@ -156,14 +191,42 @@ impl CustomOp1 for ChannelSum {
     }
 }
 
+/// Rows per block of the row-wise (`[n, c]`) forward and bias gradient. The gradient's blocks
+/// are fixed by this alone, not by the thread count, so its sums are the same on any pool.
+const ROW_BLOCK: usize = 64;
+
+/// `Σ_r g[r, :]` of a row-major `[rows, channels]` slice: each block of [`ROW_BLOCK`] rows
+/// summed in f64 on one thread, the blocks in parallel, their sums added in block order.
+fn column_sums(g: &[f32], channels: usize) -> Vec<f32> {
+    let blocks: Vec<Vec<f64>> = g
+        .par_chunks(ROW_BLOCK * channels.max(1))
+        .map(|block| {
+            let mut acc = vec![0f64; channels];
+            for row in block.chunks_exact(channels) {
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += v as f64;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0f64; channels];
+    for block in &blocks {
+        for (t, &b) in total.iter_mut().zip(block) {
+            *t += b;
+        }
+    }
+    total.into_iter().map(|t| t as f32).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    /// The same floats as candle's `broadcast_add` and gradients within f32 rounding, for a
-    /// `[c]` and an `[n, c]` bias, on a strided input and in f64; shapes that fit neither are
-    /// errors.
+    /// The same floats as candle's `broadcast_add` and gradients within f32 rounding (1e-5
+    /// relative), for a `[c]` and an `[n, c]` bias, on a strided input and in f64; shapes that
+    /// fit neither are errors.
     #[test]
     fn matches_broadcast_add() -> Result<()> {
         let dev = &Device::Cpu;
@@ -185,7 +248,9 @@ mod tests {
             for v in [&x, &bias] {
                 let (g, w) = (got_grads.get(v).unwrap(), want_grads.get(v).unwrap());
                 assert_eq!(g.dims(), w.dims());
-                assert!(max_diff(g, w)? < 1e-5, "{:?}", v.dims());
+                // candle sums in f32 one value after another; relative to the sums.
+                let tol = 1e-5 * w.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+                assert!(max_diff(g, w)? <= tol, "{:?}", v.dims());
             }
         }
         let strided = x.transpose(2, 3)?;
@@ -214,6 +279,66 @@ mod tests {
             let err = add_channel_bias(&x, &bias).unwrap_err().to_string();
             assert!(err.contains("add_channel_bias"), "{err}");
         }
+        Ok(())
+    }
+
+    /// Rows `[n, c]` (one value per row and channel, as after a linear layer), with `n` not a
+    /// multiple of the row block: the same floats as `broadcast_add`, gradients within f32
+    /// rounding (1e-5 relative), and a bias gradient bit-identical on 1 and 4 threads.
+    #[test]
+    fn rows_match_broadcast_add_on_any_thread_count() -> Result<()> {
+        let dev = &Device::Cpu;
+        let (rows, channels) = (3 * ROW_BLOCK + 5, 7);
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (rows, channels), dev)?)?;
+        let weights = Tensor::randn(0f32, 1.0, (rows, channels), dev)?;
+        let max_diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
+            (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+        };
+        for bias_dims in [vec![channels], vec![rows, channels]] {
+            let bias = Var::from_tensor(&Tensor::randn(0f32, 1.0, bias_dims.as_slice(), dev)?)?;
+            let want = x.broadcast_add(&bias)?;
+            let got = add_channel_bias(&x, &bias)?;
+            assert_eq!(got.dims(), want.dims());
+            assert_eq!(max_diff(&got, &want)?, 0.0);
+            let want_grads = (want * &weights)?.sum_all()?.backward()?;
+            let got_grads = (got * &weights)?.sum_all()?.backward()?;
+            for v in [&x, &bias] {
+                let (g, w) = (got_grads.get(v).unwrap(), want_grads.get(v).unwrap());
+                assert_eq!(g.dims(), w.dims());
+                // candle sums the rows in f32 one after another; relative to the sums.
+                let tol = 1e-5 * w.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+                assert!(max_diff(g, w)? <= tol, "{:?}", v.dims());
+            }
+        }
+        let bias = Var::from_tensor(&Tensor::randn(0f32, 1.0, channels, dev)?)?;
+        let bias_grad = |threads: usize| -> Vec<f32> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let y = add_channel_bias(&x, &bias).unwrap();
+                let grads = (y * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                grads.get(&bias).unwrap().to_vec1::<f32>().unwrap()
+            })
+        };
+        let one = bias_grad(1);
+        assert_eq!(
+            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            bias_grad(4).iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        // No rows: a zero gradient.
+        let empty = Var::from_tensor(&Tensor::zeros((0, channels), DType::F32, dev)?)?;
+        let grads = add_channel_bias(&empty, &bias)?.sum_all()?.backward()?;
+        assert_eq!(
+            grads.get(&bias).unwrap().to_vec1::<f32>()?,
+            vec![0.0; channels]
+        );
         Ok(())
     }
 }

@@ -11,7 +11,8 @@
 //!   [`ConvTranspose3d`].
 //! * [`ops::upsample_nearest3d`], [`ops::avg_pool3d`].
 //! * [`GroupNorm`] (with a fused SiLU, and whole-volume statistics for applying it slab by
-//!   slab), [`LayerNorm`], re-exported [`Linear`].
+//!   slab), [`LayerNorm`], [`Linear`] (candle-nn's, with its bias added by
+//!   [`ops::add_channel_bias`], whose gradient sums the rows in parallel).
 //! * [`attention`]: multi-head scaled-dot-product attention in query chunks, so memory stays
 //!   bounded for large volumes; optional f32 softmax for half-precision inputs.
 //! * [`timestep_embedding`]: MONAI's sinusoidal embedding (cosines first);
@@ -41,13 +42,13 @@ mod conv;
 mod embedding;
 mod error;
 mod large_blocks;
+mod linear;
 mod math;
 mod norm;
 mod resample;
 mod storage;
 
 pub use attention::{attention, AttentionConfig};
-pub use candle_nn::{linear, linear_no_bias, Linear};
 pub use conv::{
     conv3d_layer, conv_transpose3d_layer, Conv3d, Conv3dConfig, ConvTranspose3d,
     ConvTranspose3dConfig,
@@ -55,6 +56,7 @@ pub use conv::{
 pub use embedding::timestep_embedding;
 pub use error::NnError;
 pub use large_blocks::{LargeBlockCache, LARGE_BLOCK_BYTES};
+pub use linear::{linear, linear_no_bias, Linear};
 pub use norm::{group_norm, layer_norm, GroupNorm, GroupNormStatistics, LayerNorm};
 
 /// Functional forms of the 3D operations.
