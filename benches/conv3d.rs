@@ -1,10 +1,13 @@
-//! conv3d speed on the CPU (f32): the autoencoder's and the UNet's typical layers.
+//! conv3d speed on the CPU (f32): the autoencoder's and the UNet's typical layers, forward
+//! (`conv3d/…`), and forward plus backward as in training (`conv3d_backward/…`: the gradients
+//! with respect to the input and the weight).
 //!
 //! Run: `cargo bench -p brain-ldm-nn --bench conv3d`. Results: docs/benchmarks.md.
-//! Throughput is reported in FLOP (2 × multiply-adds of the output voxels computed).
+//! Throughput is reported in FLOP (2 × multiply-adds of the output voxels computed, once per
+//! pass: three passes for `conv3d_backward`).
 
 use brain_ldm_nn::{ops::conv3d, Conv3dConfig};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// One benchmarked convolution: name, (c_in, c_out), kernel, input size, stride-2 downsampling.
@@ -53,5 +56,31 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The training steps' 3×3×3 convolutions: name, (c_in, c_out), volume.
+const BACKWARD_CASES: &[(&str, [usize; 2], [usize; 3])] = &[
+    ("64to64_latent20x28x20", [64, 64], [20, 28, 20]),
+    ("128to64_latent20x28x20", [128, 64], [20, 28, 20]),
+    ("128to128_10x14x10", [128, 128], [10, 14, 10]),
+    ("32to32_40x56x40", [32, 32], [40, 56, 40]),
+];
+
+fn bench_backward(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let mut group = c.benchmark_group("conv3d_backward");
+    group.sample_size(10);
+    let cfg = Conv3dConfig::new(1, 1);
+    for (name, [ci, co], [d, h, w]) in BACKWARD_CASES {
+        let x = Var::randn(0f32, 1.0, (1, *ci, *d, *h, *w), &dev).unwrap();
+        let wt = Var::randn(0f32, 0.05, (*co, *ci, 3, 3, 3), &dev).unwrap();
+        group.throughput(Throughput::Elements(
+            (3 * 2 * ci * co * 27 * d * h * w) as u64,
+        ));
+        group.bench_function(*name, |b| {
+            b.iter(|| conv3d(&x, &wt, &cfg).unwrap().backward().unwrap());
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_backward);
 criterion_main!(benches);
