@@ -6,7 +6,7 @@
 //! F(4, 3) needs 216 multiplies per 64 output voxels and channel pair, against 27·64 for the
 //! im2col GEMM.
 
-use super::{blocks, tile_grid, Algorithm, Scratch, SharedMut, VDest, F2, F4};
+use super::{blocks, tile_grid, Algorithm, Scratch, SharedMut, VDest, F2, F4, NT};
 use crate::conv::geometry::ConvGeometry;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -28,6 +28,15 @@ pub(in crate::conv) fn weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry
     }
 }
 
+/// Floats of V or P per transformed tap, for `channels` rows of `nt` tiles: one cache line more
+/// than `channels·nt`, so that the rows one channel's transform writes for a block of tiles
+/// (one per tap) are not a multiple of 4 KiB apart, as [`super::v_tap_stride`] (`cargo bench -p
+/// brain-ldm-nn --bench conv3d -- conv3d_backward`, two runs each: 32→32 on 40×56×40 53.5,
+/// 55.9 ms against 57.2, 59.4 ms without; the other cases within their noise).
+fn tap_stride(channels: usize, nt: usize) -> usize {
+    channels * nt + NT
+}
+
 /// [`weight_grad`] by algorithm `A` on its `tiles` grid.
 fn weight_grad_by<A: Algorithm>(
     x: &[f32],
@@ -41,10 +50,10 @@ fn weight_grad_by<A: Algorithm>(
     let tc = total.min(CHUNK_TILES);
     // Ū, `[ξ][c_out][c_in]`, summed over the chunks and batch items in order.
     let mut du = vec![0f32; A::TAPS * c_out * c_in];
-    // V `[ξ][c_in][tile]` and P `[ξ][c_out][tile]` of one chunk (stale contents: the transforms
-    // write every tile the GEMMs read).
-    let mut v = Scratch::take(A::TAPS * c_in * tc);
-    let mut p = Scratch::take(A::TAPS * c_out * tc);
+    // V `[ξ][c_in][tile]` and P `[ξ][c_out][tile]` of one chunk, taps `tap_stride` apart
+    // (stale contents: the transforms write every tile the GEMMs read).
+    let mut v = Scratch::take(A::TAPS * tap_stride(c_in, tc));
+    let mut p = Scratch::take(A::TAPS * tap_stride(c_out, tc));
     let mut first = true;
     for (xb, gb) in x
         .chunks_exact(c_in * ivol)
@@ -54,12 +63,13 @@ fn weight_grad_by<A: Algorithm>(
             let range = start..(start + tc).min(total);
             let nt = range.len();
             let blocks = blocks(tiles, range);
-            // Channel c's tiles of tap ξ are `nt` consecutive floats at (ξ·channels + c)·nt:
-            // a destination with one channel per group of tiles, moved to channel c.
+            // Channel c's tiles of tap ξ are `nt` consecutive floats at
+            // ξ·tap_stride(channels, nt) + c·nt: a destination with one channel per group of
+            // tiles, moved to channel c.
             let dest = |buf: &mut Vec<f32>, channels: usize, c: usize| VDest {
                 v: SharedMut(buf.as_mut_ptr().wrapping_add(c * nt)),
                 stream: false,
-                tap_stride: channels * nt,
+                tap_stride: tap_stride(channels, nt),
                 c_in: 1,
                 ci: 0,
             };
@@ -76,10 +86,12 @@ fn weight_grad_by<A: Algorithm>(
             du.par_chunks_mut(c_out * c_in)
                 .enumerate()
                 .for_each(|(xi, du)| {
-                    let (p, v) = (&p[xi * c_out * nt..], &v[xi * c_in * nt..]);
+                    let p = &p[xi * tap_stride(c_out, nt)..];
+                    let v = &v[xi * tap_stride(c_in, nt)..];
                     // du[c_out × c_in] (+)= P[c_out × nt] · Vᵀ[nt × c_in]
                     // SAFETY: P and V hold c_out·nt and c_in·nt floats from these offsets
-                    // (their buffers hold TAPS·channels·tc ≥ TAPS·channels·nt), du c_out·c_in.
+                    // (their buffers hold TAPS·tap_stride(channels, tc) floats), du
+                    // c_out·c_in.
                     unsafe {
                         gemm(
                             c_out,
