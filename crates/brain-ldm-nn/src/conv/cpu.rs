@@ -9,7 +9,9 @@
 //! * Any stride, and small volumes where the padding columns would waste over 10 % of the
 //!   work: each tile's windows are gathered into a small im2col buffer (`c_in·taps × tile`)
 //!   that one GEMM multiplies by the weight matrix.
-//! * The weight gradient gathers the same im2col tiles and accumulates `G · colᵀ`.
+//! * The weight gradient of a convolution the Winograd path computes is Winograd's too
+//!   (`winograd::weight_grad`); of the others, it gathers the same im2col tiles and accumulates
+//!   `G · colᵀ`.
 //!
 //! Tiles run in parallel on rayon's pool; each GEMM is single-threaded unless there are too
 //! few tiles to occupy the pool.

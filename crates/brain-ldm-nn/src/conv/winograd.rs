@@ -21,6 +21,8 @@
 //! spans several rows. The GEMMs run a register-blocked microkernel for AVX-512,
 //! AVX2+FMA or plain Rust, chosen at run time; all three sum in the same order and give the
 //! same floats.
+//!
+//! The weight gradient of these convolutions uses the same algorithms (`weight_grad`).
 
 use super::geometry::ConvGeometry;
 use rayon::prelude::*;
