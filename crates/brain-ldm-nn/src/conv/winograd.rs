@@ -348,12 +348,7 @@ fn few_tiles<A: Algorithm>(
                 ci,
             },
         );
-        // Streaming stores are weakly ordered: make them visible before the GEMMs read V.
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: SSE is part of x86-64.
-        unsafe {
-            std::arch::x86_64::_mm_sfence()
-        };
+        store_fence();
     });
     let mm = Gemms {
         c_in,
@@ -881,6 +876,17 @@ fn store_tiles(s: &[[f32; NT]], b: &Block, dst: VDest) {
             k += len;
         }
     }
+}
+
+/// Makes this thread's streaming stores (weakly ordered) visible before other threads read
+/// what they wrote.
+#[inline(always)]
+fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 /// Writes `row` to the 64-byte aligned `to` past the caches.
