@@ -401,11 +401,18 @@ fn fused_update(
     let (b1, c1, b2, c2) = (f(k.b1), f(1.0 - k.b1), f(k.b2), f(1.0 - k.b2));
     let (decay, inv_bc2, eps, lr_bc1) = (f(k.decay), f(k.inv_bc2_sqrt), f(k.eps), f(k.lr_bc1));
     let n = w0.len();
-    let (mut w1, mut m1, mut v1) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    // Written whole below, so not zeroed first (zeroing was 1 % of a UNet training step:
+    // docs/benchmarks.md, "Training step").
+    let (mut w1, mut m1, mut v1) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     const CHUNK: usize = 1 << 14;
-    w1.par_chunks_mut(CHUNK)
-        .zip(m1.par_chunks_mut(CHUNK))
-        .zip(v1.par_chunks_mut(CHUNK))
+    w1.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .zip(m1.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
+        .zip(v1.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
         .enumerate()
         .for_each(|(c, ((wo, mo), vo))| {
             let at = c * CHUNK;
@@ -419,11 +426,17 @@ fn fused_update(
                     w0[i]
                 };
                 let denom = (vi.sqrt() * inv_bc2 + 0.0) * 1.0 + eps;
-                wo[j] = wi - ((mi / denom) * lr_bc1 + 0.0);
-                mo[j] = mi;
-                vo[j] = vi;
+                wo[j].write(wi - ((mi / denom) * lr_bc1 + 0.0));
+                mo[j].write(mi);
+                vo[j].write(vi);
             }
         });
+    // SAFETY: the chunks cover the first n elements of each, every one written above.
+    unsafe {
+        w1.set_len(n);
+        m1.set_len(n);
+        v1.set_len(n);
+    }
     let shape = w.shape();
     let dev = w.device();
     Ok(Some((
