@@ -1,8 +1,8 @@
 //! Activations beyond candle's own (`Tensor::silu`, `Tensor::gelu_erf`).
 
-use crate::math::erf;
+use crate::math::{erf, exp};
 use crate::storage::contiguous_f32;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 /// The gated GELU of MONAI's transformer feed-forward: the last axis is split into halves
@@ -47,7 +47,7 @@ fn halves(x: &Tensor) -> Result<(Tensor, Tensor)> {
 
 /// [`geglu`] on contiguous f32 on the CPU in one parallel pass (candle's `gelu_erf` of the
 /// strided half and the product took two single-threaded passes over strided views; measured
-/// in docs/benchmarks.md, "Diffusion UNet"); its gradient by candle's operations.
+/// in docs/benchmarks.md, "Diffusion UNet"); its gradient in one more ([`GegluGrad`]).
 struct Geglu;
 
 impl CustomOp1 for Geglu {
@@ -76,8 +76,12 @@ impl CustomOp1 for Geglu {
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 
-    /// `∂/∂a = g·gelu(b)`, `∂/∂b = g·a·(Φ(b) + b·φ(b))`.
+    /// `∂/∂a = g·gelu(b)`, `∂/∂b = g·a·(Φ(b) + b·φ(b))`: in one parallel pass ([`GegluGrad`])
+    /// for f32 on the CPU, else by candle's operations.
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if x.device().is_cpu() && grad.dtype() == DType::F32 {
+            return Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &GegluGrad)?));
+        }
         let (a, b) = halves(x)?;
         let cdf = (((&b * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)? * 0.5)?;
         let pdf = ((b.sqr()? * -0.5)?.exp()?
@@ -85,6 +89,57 @@ impl CustomOp1 for Geglu {
         let grad_a = (grad * (&b * &cdf)?)?;
         let grad_b = ((grad * a)? * (cdf + (&b * pdf)?)?)?;
         Ok(Some(Tensor::cat(&[grad_a, grad_b], D::Minus1)?))
+    }
+}
+
+/// The gradient of [`Geglu`] with respect to its input, from the input `[…, 2n]` and the
+/// output's gradient `[…, n]`, in one parallel pass over contiguous f32 (candle's composed
+/// expression is fifteen operations, each a pass and an allocation, and a gradient to store:
+/// docs/benchmarks.md, "Training step").
+struct GegluGrad;
+
+impl CustomOp2 for GegluGrad {
+    fn name(&self) -> &'static str {
+        "geglu_grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sg: &CpuStorage,
+        lg: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(sx, lx, "geglu_grad")?;
+        let grad = contiguous_f32(sg, lg, "geglu_grad")?;
+        let n = lx.dims().last().copied().unwrap_or(0) / 2;
+        if grad.len() * 2 != x.len() {
+            candle_core::bail!(
+                "geglu_grad: gradient {:?} for input {:?}",
+                lg.dims(),
+                lx.dims()
+            );
+        }
+        let mut out = vec![0f32; x.len()];
+        if n > 0 {
+            const PDF_SCALE: f32 =
+                0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+            out.par_chunks_mut(2 * n)
+                .zip(x.par_chunks(2 * n))
+                .zip(grad.par_chunks(n))
+                .for_each(|((out, row), g)| {
+                    let (a, b) = row.split_at(n);
+                    let (grad_a, grad_b) = out.split_at_mut(n);
+                    for i in 0..n {
+                        let (a, b, g) = (a[i], b[i], g[i]);
+                        let cdf = 0.5 * (1.0 + erf(b * std::f32::consts::FRAC_1_SQRT_2));
+                        let pdf = exp(-0.5 * b * b) * PDF_SCALE;
+                        grad_a[i] = g * (b * cdf);
+                        grad_b[i] = g * a * (cdf + b * pdf);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 }
 
