@@ -9,9 +9,9 @@
 //! * Any stride, and small volumes where the padding columns would waste over 10 % of the
 //!   work: each tile's windows are gathered into a small im2col buffer (`c_in·taps × tile`)
 //!   that one GEMM multiplies by the weight matrix.
-//! * The weight gradient of a convolution the Winograd path computes is Winograd's too
-//!   (`winograd::weight_grad`); of the others, it gathers the same im2col tiles and accumulates
-//!   `G · colᵀ`.
+//! * The weight gradient of a 3×3×3 stride-1 convolution with at least 16 input channels and
+//!   256 output voxels is Winograd's (`winograd::weight_grad`), whatever its output channels;
+//!   of the others, it gathers the same im2col tiles and accumulates `G · colᵀ`.
 //!
 //! Tiles run in parallel on rayon's pool; each GEMM is single-threaded unless there are too
 //! few tiles to occupy the pool.
@@ -85,7 +85,7 @@ pub(crate) fn conv3d_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32>
 
 /// Gradient of the convolution with respect to its weight: `[c_out, c_in, k…]`.
 pub(crate) fn conv3d_weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    if super::winograd::applicable(g) {
+    if super::winograd::weight_grad_applicable(g) {
         return super::winograd::weight_grad(x, grad_out, g);
     }
     let rows = g.c_in * g.taps();

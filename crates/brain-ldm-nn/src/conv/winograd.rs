@@ -22,7 +22,8 @@
 //! AVX2+FMA or plain Rust, chosen at run time; all three sum in the same order and give the
 //! same floats.
 //!
-//! The weight gradient of these convolutions uses the same algorithms (`weight_grad`).
+//! The weight gradient of these convolutions uses the same algorithms (`weight_grad`), and so
+//! does that of 3×3×3 stride-1 convolutions with fewer than 16 output channels.
 
 use super::geometry::ConvGeometry;
 use rayon::prelude::*;
@@ -1048,7 +1049,7 @@ mod f2;
 mod f4;
 mod weight_grad;
 
-pub(super) use weight_grad::weight_grad;
+pub(super) use weight_grad::{applicable as weight_grad_applicable, weight_grad};
 
 use f2::F2;
 use f4::F4;
