@@ -224,6 +224,29 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    /// The largest absolute difference between `a` and `b`.
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    /// `add_channel_bias(x, bias)` gives the floats of `want` (candle's `broadcast_add`), and
+    /// its gradients of `Σ weights·y` with respect to `x` and `bias` are within 1e-5 of
+    /// candle's relative to their largest value (candle sums in f32, one value after another).
+    fn assert_matches(x: &Var, bias: &Var, want: &Tensor, weights: &Tensor) -> Result<()> {
+        let got = add_channel_bias(x, bias)?;
+        assert_eq!(got.dims(), want.dims());
+        assert_eq!(max_diff(&got, want)?, 0.0);
+        let want_grads = (want * weights)?.sum_all()?.backward()?;
+        let got_grads = (got * weights)?.sum_all()?.backward()?;
+        for v in [x, bias] {
+            let (g, w) = (got_grads.get(v).unwrap(), want_grads.get(v).unwrap());
+            assert_eq!(g.dims(), w.dims());
+            let tol = 1e-5 * w.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+            assert!(max_diff(g, w)? <= tol, "{:?}", v.dims());
+        }
+        Ok(())
+    }
+
     /// The same floats as candle's `broadcast_add` and gradients within f32 rounding (1e-5
     /// relative), for a `[c]` and an `[n, c]` bias, on a strided input and in f64; shapes that
     /// fit neither are errors.
@@ -237,21 +260,7 @@ mod tests {
             let mut shape = vec![1, 4, 1, 1];
             shape[0] = if bias_dims.len() == 2 { 3 } else { 1 };
             let want = x.broadcast_add(&bias.reshape(shape)?)?;
-            let got = add_channel_bias(&x, &bias)?;
-            assert_eq!(got.dims(), want.dims());
-            let max_diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
-                (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-            };
-            assert_eq!(max_diff(&got, &want)?, 0.0);
-            let want_grads = (want * &weights)?.sum_all()?.backward()?;
-            let got_grads = (got * &weights)?.sum_all()?.backward()?;
-            for v in [&x, &bias] {
-                let (g, w) = (got_grads.get(v).unwrap(), want_grads.get(v).unwrap());
-                assert_eq!(g.dims(), w.dims());
-                // candle sums in f32 one value after another; relative to the sums.
-                let tol = 1e-5 * w.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
-                assert!(max_diff(g, w)? <= tol, "{:?}", v.dims());
-            }
+            assert_matches(&x, &bias, &want, &weights)?;
         }
         let strided = x.transpose(2, 3)?;
         let bias = Tensor::new(&[1f32, 2.0, 3.0, 4.0], dev)?;
@@ -291,24 +300,10 @@ mod tests {
         let (rows, channels) = (3 * ROW_BLOCK + 5, 7);
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (rows, channels), dev)?)?;
         let weights = Tensor::randn(0f32, 1.0, (rows, channels), dev)?;
-        let max_diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
-            (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-        };
         for bias_dims in [vec![channels], vec![rows, channels]] {
             let bias = Var::from_tensor(&Tensor::randn(0f32, 1.0, bias_dims.as_slice(), dev)?)?;
             let want = x.broadcast_add(&bias)?;
-            let got = add_channel_bias(&x, &bias)?;
-            assert_eq!(got.dims(), want.dims());
-            assert_eq!(max_diff(&got, &want)?, 0.0);
-            let want_grads = (want * &weights)?.sum_all()?.backward()?;
-            let got_grads = (got * &weights)?.sum_all()?.backward()?;
-            for v in [&x, &bias] {
-                let (g, w) = (got_grads.get(v).unwrap(), want_grads.get(v).unwrap());
-                assert_eq!(g.dims(), w.dims());
-                // candle sums the rows in f32 one after another; relative to the sums.
-                let tol = 1e-5 * w.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
-                assert!(max_diff(g, w)? <= tol, "{:?}", v.dims());
-            }
+            assert_matches(&x, &bias, &want, &weights)?;
         }
         let bias = Var::from_tensor(&Tensor::randn(0f32, 1.0, channels, dev)?)?;
         let bias_grad = |threads: usize| -> Vec<f32> {

@@ -958,39 +958,33 @@ fn load_grad<const M: usize, const E: usize>(
     }
 }
 
-/// Loads `du[ξ][co][ci0..ci0 + NT]` (`du` `[ξ][c_out][c_in]`, fewer lanes at the end) into
-/// the rows `s[ξ]`.
+/// The frame of [`Algorithm::weight_adjoint`]: for each block of up to [`NT`] input channels
+/// (one per lane), loads `du[ξ][co][block]` (`du` `[ξ][c_out][c_in]`) into `s[ξ]`, applies
+/// `passes` (`Gᵀ` along each axis, leaving tap `t` at entry `pos[t]`), and stores the taps to
+/// `dst` `[c_in][27]`.
 #[inline(always)]
-fn load_adjoint_lanes(
+fn adjoint_by_lanes<const XI: usize>(
     du: &[f32],
-    c_out: usize,
-    c_in: usize,
-    co: usize,
-    ci0: usize,
-    s: &mut [[f32; NT]],
-) {
-    let lanes = NT.min(c_in - ci0);
-    for (xi, row) in s.iter_mut().enumerate() {
-        copy_short(
-            &du[(xi * c_out + co) * c_in + ci0..][..lanes],
-            &mut row[..lanes],
-        );
-    }
-}
-
-/// Stores lanes `0..lanes` of the taps `s[pos[t]]` to `dst[(ci0 + lane)·27 + t]`.
-#[inline(always)]
-fn store_adjoint_lanes(
-    s: &[[f32; NT]],
-    pos: &[usize; 27],
-    ci0: usize,
-    lanes: usize,
+    (c_out, c_in, co): (usize, usize, usize),
     dst: &mut [f32],
+    pos: &[usize; 27],
+    passes: impl Fn(&mut [[f32; NT]; XI]),
 ) {
-    for lane in 0..lanes {
-        let taps = &mut dst[(ci0 + lane) * 27..][..27];
-        for (v, &p) in taps.iter_mut().zip(pos) {
-            *v = s[p][lane];
+    let mut s = [[0f32; NT]; XI];
+    for ci0 in (0..c_in).step_by(NT) {
+        let lanes = NT.min(c_in - ci0);
+        for (xi, row) in s.iter_mut().enumerate() {
+            copy_short(
+                &du[(xi * c_out + co) * c_in + ci0..][..lanes],
+                &mut row[..lanes],
+            );
+        }
+        passes(&mut s);
+        for lane in 0..lanes {
+            let taps = &mut dst[(ci0 + lane) * 27..][..27];
+            for (v, &p) in taps.iter_mut().zip(pos) {
+                *v = s[p][lane];
+            }
         }
     }
 }

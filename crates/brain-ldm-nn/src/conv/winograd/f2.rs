@@ -1,9 +1,9 @@
 //! F(2×2×2, 3×3×3): the Lavin–Gray F(2, 3) matrices along each axis, 4×4×4 input tiles.
 
 use super::{
-    avx512_available, load_adjoint_lanes, load_grad, load_taps, load_tiles, padded_span,
-    prefetch_span, put_lanes, store_adjoint_lanes, store_taps, store_tiles, tap_positions,
-    Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
+    adjoint_by_lanes, avx512_available, load_grad, load_taps, load_tiles, padded_span,
+    prefetch_span, put_lanes, store_taps, store_tiles, tap_positions, Algorithm, Block,
+    ConvGeometry, OutDest, VDest, NT,
 };
 
 /// F(2×2×2, 3×3×3).
@@ -243,20 +243,16 @@ multiversion! {
 multiversion! {
     /// [`Algorithm::weight_adjoint`] of F(2, 3) (input channels in the lanes).
     fn weight_adjoint(du: &[f32], c_out: usize, c_in: usize, co: usize, dst: &mut [f32]) {
-        let mut s = [[0f32; NT]; XI];
-        for ci0 in (0..c_in).step_by(NT) {
-            let lanes = NT.min(c_in - ci0);
-            load_adjoint_lanes(du, c_out, c_in, co, ci0, &mut s);
+        adjoint_by_lanes(du, (c_out, c_in, co), dst, &tap_positions(4), |s| {
             for base in 0..16 {
-                gt_axis(&mut s, base, 16);
+                gt_axis(s, base, 16);
             }
             for base in [0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35] {
-                gt_axis(&mut s, base, 4);
+                gt_axis(s, base, 4);
             }
             for base in [0, 4, 8, 16, 20, 24, 32, 36, 40] {
-                gt_axis(&mut s, base, 1);
+                gt_axis(s, base, 1);
             }
-            store_adjoint_lanes(&s, &tap_positions(4), ci0, lanes, dst);
-        }
+        });
     }
 }

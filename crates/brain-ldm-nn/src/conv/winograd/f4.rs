@@ -16,9 +16,9 @@
 //! ```
 
 use super::{
-    avx512_available, load_adjoint_lanes, load_grad, load_taps, load_tiles, padded_span,
-    prefetch_span, put_lanes, store_adjoint_lanes, store_taps, store_tiles, tap_positions,
-    Algorithm, Block, ConvGeometry, OutDest, VDest, NT,
+    adjoint_by_lanes, avx512_available, load_grad, load_taps, load_tiles, padded_span,
+    prefetch_span, put_lanes, store_taps, store_tiles, tap_positions, Algorithm, Block,
+    ConvGeometry, OutDest, VDest, NT,
 };
 
 /// F(4×4×4, 3×3×3).
@@ -262,20 +262,16 @@ multiversion! {
 multiversion! {
     /// [`Algorithm::weight_adjoint`] of F(4, 3) (input channels in the lanes).
     fn weight_adjoint(du: &[f32], c_out: usize, c_in: usize, co: usize, dst: &mut [f32]) {
-        let mut s = [[0f32; NT]; XI];
-        for ci0 in (0..c_in).step_by(NT) {
-            let lanes = NT.min(c_in - ci0);
-            load_adjoint_lanes(du, c_out, c_in, co, ci0, &mut s);
+        adjoint_by_lanes(du, (c_out, c_in, co), dst, &tap_positions(E), |s| {
             for base in 0..E * E {
-                gt_axis(&mut s, base, E * E);
+                gt_axis(s, base, E * E);
             }
             for (dz, dx) in (0..3).flat_map(|dz| (0..E).map(move |dx| (dz, dx))) {
-                gt_axis(&mut s, dz * E * E + dx, E);
+                gt_axis(s, dz * E * E + dx, E);
             }
             for (dz, dy) in (0..3).flat_map(|dz| (0..3).map(move |dy| (dz, dy))) {
-                gt_axis(&mut s, (dz * E + dy) * E, 1);
+                gt_axis(s, (dz * E + dy) * E, 1);
             }
-            store_adjoint_lanes(&s, &tap_positions(E), ci0, lanes, dst);
-        }
+        });
     }
 }
