@@ -15,7 +15,10 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 /// Most tiles transformed at once: V and P of a chunk hold `TAPS·(c_in + c_out)` floats per
-/// tile (27 MB at 64 + 64 channels with F(4, 3)).
+/// tile (27 MiB at 64 + 64 channels with F(4, 3)). Measured against 64 and 1024 (`cargo bench
+/// -p brain-ldm-nn --bench conv3d -- conv3d_backward`, two runs each, before the streaming
+/// stores): 32→32 on 40×56×40 57.7, 59.1 ms against 60.3, 58.9 ms (64) and 69.6, 78.0 ms
+/// (1024); 64→64 on 20×28×20 16.4, 15.5 ms against 17.2, 17.3 and 15.9, 16.1 ms.
 const CHUNK_TILES: usize = 256;
 
 /// Whether [`weight_grad`] computes this convolution's weight gradient: 3×3×3, stride 1, at
