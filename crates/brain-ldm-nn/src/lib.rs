@@ -11,8 +11,8 @@
 //!   [`ConvTranspose3d`].
 //! * [`ops::upsample_nearest3d`], [`ops::avg_pool3d`].
 //! * [`GroupNorm`] (with a fused SiLU, and whole-volume statistics for applying it slab by
-//!   slab), [`LayerNorm`], [`Linear`] (candle-nn's, with its bias added by
-//!   [`ops::add_channel_bias`], whose gradient sums the rows in parallel).
+//!   slab), [`LayerNorm`], [`Linear`] (candle-nn's keys, shapes and initialisation,
+//!   its bias added by [`ops::add_channel_bias`], whose gradient sums the rows in parallel).
 //! * [`attention`]: multi-head scaled-dot-product attention in query chunks, so memory stays
 //!   bounded for large volumes; optional f32 softmax for half-precision inputs.
 //! * [`timestep_embedding`]: MONAI's sinusoidal embedding (cosines first);

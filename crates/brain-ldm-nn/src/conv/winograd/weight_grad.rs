@@ -198,9 +198,9 @@ mod tests {
 
     /// Both algorithms equal the definition on a batch of two, odd sizes, symmetric and
     /// asymmetric padding, channel counts that are not multiples of the lanes (one input or
-    /// one output channel too), and more tiles
-    /// than one chunk holds, with NaNs left in the kept scratch buffers; the floats do not
-    /// depend on the thread count. Tolerances: the forward pass's (winograd.rs).
+    /// one output channel too), and more tiles than one chunk holds, with NaNs left in the
+    /// kept scratch buffers; the floats do not depend on the thread count. Tolerances: the
+    /// forward pass's (winograd.rs).
     #[test]
     fn matches_direct_definition_and_is_deterministic() {
         let cases = [
