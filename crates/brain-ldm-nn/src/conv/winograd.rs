@@ -763,6 +763,97 @@ fn copy_short(src: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// The entries of `NT` overlapping tiles along one input row: `t[e][k] = span[S·k + e]` (tile
+/// `k` reads columns `S·k..S·k + E`; `S ≤ E ≤ 2S`).
+#[inline(always)]
+fn split_row<const S: usize, const E: usize>(span: &[f32], t: &mut [[f32; NT]; E]) {
+    deinterleave::<S>(&span[..S * NT], &mut t[..S]);
+    // Entry e ≥ S of tile k is entry e − S of tile k + 1.
+    for e in S..E {
+        let (head, tail) = t.split_at_mut(e);
+        tail[0][..NT - 1].copy_from_slice(&head[e - S][1..]);
+        tail[0][NT - 1] = span[S * (NT - 1) + e];
+    }
+}
+
+/// `dst[e][k] = src[S·k + e]` for `e < S`, `k < NT` (`S` is 2 or 4; `src` holds `S·NT`
+/// floats): shuffles within AVX registers where the CPU has AVX, else element by element.
+/// The input transforms spent a third of their time in the element-by-element copy; with the
+/// shuffles, forward passes take 13–15 % less (an AMD EPYC with AVX2, means of eight
+/// alternated medians of `cargo run --release -p brain-ldm-nn --example conv3d_time -- C C 3 1
+/// D H W 15`: 32→32 on 40×56×40 0.0253 → 0.0220 s, 64→64 on 20×28×20 0.0149 → 0.0129 s,
+/// 128→128 on 10×14×10 by F(2, 3) 0.0103 → 0.0088 s).
+#[inline(always)]
+fn deinterleave<const S: usize>(src: &[f32], dst: &mut [[f32; NT]]) {
+    const { assert!(S == 2 || S == 4) };
+    assert!(src.len() == S * NT && dst.len() == S);
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx") {
+        // SAFETY: AVX is available; the lengths are checked above.
+        unsafe { deinterleave_avx::<S>(src, dst) };
+        return;
+    }
+    for (e, row) in dst.iter_mut().enumerate() {
+        for (k, v) in row.iter_mut().enumerate() {
+            *v = src[S * k + e];
+        }
+    }
+}
+
+/// [`deinterleave`] by shuffles within the halves of AVX registers, each half loaded with the
+/// floats of different tiles so that the results come out in tile order.
+///
+/// # Safety
+/// AVX must be available; `src` must hold `S·NT` floats and `dst` `S` rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn deinterleave_avx<const S: usize>(src: &[f32], dst: &mut [[f32; NT]]) {
+    use std::arch::x86_64::*;
+    let p = src.as_ptr();
+    for k0 in (0..NT).step_by(8) {
+        let q = S * k0;
+        if S == 4 {
+            // Register j: tile k0 + j in the low half, k0 + 4 + j in the high half; a 4×4
+            // transpose within each half puts entry e of the eight tiles in register e.
+            let a = halves(p.add(q), p.add(q + 16));
+            let b = halves(p.add(q + 4), p.add(q + 20));
+            let c = halves(p.add(q + 8), p.add(q + 24));
+            let d = halves(p.add(q + 12), p.add(q + 28));
+            let (lo_ab, lo_cd) = (_mm256_unpacklo_ps(a, b), _mm256_unpacklo_ps(c, d));
+            let (hi_ab, hi_cd) = (_mm256_unpackhi_ps(a, b), _mm256_unpackhi_ps(c, d));
+            let rows = [
+                _mm256_shuffle_ps::<0x44>(lo_ab, lo_cd),
+                _mm256_shuffle_ps::<0xEE>(lo_ab, lo_cd),
+                _mm256_shuffle_ps::<0x44>(hi_ab, hi_cd),
+                _mm256_shuffle_ps::<0xEE>(hi_ab, hi_cd),
+            ];
+            for (row, v) in dst.iter_mut().zip(rows) {
+                _mm256_storeu_ps(row.as_mut_ptr().add(k0), v);
+            }
+        } else {
+            // Tiles k0..k0 + 2 and k0 + 4..k0 + 6 in the first register, the others in the
+            // second; the even and the odd floats of each half apart.
+            let a = halves(p.add(q), p.add(q + 8));
+            let b = halves(p.add(q + 4), p.add(q + 12));
+            _mm256_storeu_ps(dst[0].as_mut_ptr().add(k0), _mm256_shuffle_ps::<0x88>(a, b));
+            _mm256_storeu_ps(dst[1].as_mut_ptr().add(k0), _mm256_shuffle_ps::<0xDD>(a, b));
+        }
+    }
+}
+
+/// Four floats from `lo` in the low half of a register, four from `hi` in the high half.
+///
+/// # Safety
+/// AVX must be available; both pointers must have four readable floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn halves(lo: *const f32, hi: *const f32) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(_mm_loadu_ps(lo)), _mm_loadu_ps(hi))
+}
+
 /// Asks the CPU to bring `values[start..start + len]` into the cache (a hint: nothing
 /// happens off x86-64 or outside `values`).
 #[inline(always)]
@@ -967,11 +1058,11 @@ fn load_grad<const M: usize, const E: usize>(
                 let len = (M * run.n).min(ow - x0);
                 copy_short(&grad[(z * oh + y) * ow + x0..][..len], &mut span[..len]);
             }
-            for k in 0..M {
+            let mut t = [[0f32; NT]; M];
+            deinterleave::<M>(&span[..M * NT], &mut t);
+            for (k, tk) in t.iter().enumerate() {
                 let row = &mut s[(i * E + j) * E + k][run.lane..run.lane + run.n];
-                for (l, v) in row.iter_mut().enumerate() {
-                    *v = span[M * l + k];
-                }
+                row.copy_from_slice(&tk[..run.n]);
             }
         }
     }
@@ -1273,5 +1364,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The tile entries of one input row, for both algorithms' strides, on the shuffle path
+    /// where the CPU has AVX: `t[e][k]` is column `S·k + e`.
+    #[test]
+    fn split_row_takes_each_tiles_columns() {
+        fn check<const S: usize, const E: usize>() {
+            let span = random(S * NT + E - S, 7);
+            let mut t = [[f32::NAN; NT]; E];
+            split_row::<S, E>(&span, &mut t);
+            for (e, row) in t.iter().enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    assert_eq!(v, span[S * k + e], "S {S}, entry {e}, tile {k}");
+                }
+            }
+        }
+        check::<2, 4>();
+        check::<4, 6>();
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{
     adjoint_by_lanes, avx512_available, load_grad, load_taps, load_tiles, padded_span,
-    prefetch_span, put_lanes, store_taps, store_tiles, tap_positions, Algorithm, Block,
+    prefetch_span, put_lanes, split_row, store_taps, store_tiles, tap_positions, Algorithm, Block,
     ConvGeometry, OutDest, VDest, NT,
 };
 
@@ -110,16 +110,7 @@ multiversion! {
                             let row = &x[(z * h + y) * wd..][..wd];
                             let span = padded_span(row, c0, lo, hi, &mut buf);
                             prefetch_span(next, (z * h + y) * wd + c0.wrapping_add(lo), hi.saturating_sub(lo));
-                            // Even and odd columns apart, so that the copies vectorise.
-                            let (mut even, mut odd) = ([0f32; NT + 1], [0f32; NT + 1]);
-                            for (j, pair) in span.chunks_exact(2).enumerate() {
-                                even[j] = pair[0];
-                                odd[j] = pair[1];
-                            }
-                            t[0].copy_from_slice(&even[..NT]);
-                            t[1].copy_from_slice(&odd[..NT]);
-                            t[2].copy_from_slice(&even[1..]);
-                            t[3].copy_from_slice(&odd[1..]);
+                            split_row::<2, 4>(span, &mut t);
                         }
                         let r = (dz * 4 + dy) * 4;
                         put_lanes(&t, &mut s[r..r + 4], run);

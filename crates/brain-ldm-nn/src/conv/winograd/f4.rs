@@ -17,7 +17,7 @@
 
 use super::{
     adjoint_by_lanes, avx512_available, load_grad, load_taps, load_tiles, padded_span,
-    prefetch_span, put_lanes, store_taps, store_tiles, tap_positions, Algorithm, Block,
+    prefetch_span, put_lanes, split_row, store_taps, store_tiles, tap_positions, Algorithm, Block,
     ConvGeometry, OutDest, VDest, NT,
 };
 
@@ -134,11 +134,7 @@ multiversion! {
                             let row = &x[(z * h + y) * wd..][..wd];
                             let span = padded_span(row, c0, lo, hi, &mut buf);
                             prefetch_span(next, (z * h + y) * wd + c0.wrapping_add(lo), hi.saturating_sub(lo));
-                            for (e, te) in t.iter_mut().enumerate() {
-                                for (k, v) in te.iter_mut().enumerate() {
-                                    *v = span[4 * k + e];
-                                }
-                            }
+                            split_row::<4, E>(span, &mut t);
                         }
                         let r = (dz * E + dy) * E;
                         put_lanes(&t, &mut s[r..r + E], run);
