@@ -780,10 +780,10 @@ fn split_row<const S: usize, const E: usize>(span: &[f32], t: &mut [[f32; NT]; E
 /// floats): shuffles within AVX registers where the CPU has AVX, else element by element.
 /// Element by element, a third of the F(4, 3) input transform's samples were single-float
 /// moves (`perf annotate`, the autoencoder's training step); with the shuffles, forward passes
-/// take 13–15 % less (an AMD EPYC with AVX2, means of eight
-/// alternated medians of `cargo run --release -p brain-ldm-nn --example conv3d_time -- C C 3 1
-/// D H W 15`: 32→32 on 40×56×40 0.0253 → 0.0220 s, 64→64 on 20×28×20 0.0149 → 0.0129 s,
-/// 128→128 on 10×14×10 by F(2, 3) 0.0103 → 0.0088 s).
+/// take 13–15 % less (an AMD EPYC with AVX2, means of eight alternated medians of `cargo run
+/// --release -p brain-ldm-nn --example conv3d_time -- C C 3 1 D H W 15`: 32→32 on 40×56×40
+/// 0.0253 → 0.0220 s, 64→64 on 20×28×20 0.0149 → 0.0129 s, 128→128 on 10×14×10 by F(2, 3)
+/// 0.0103 → 0.0088 s).
 #[inline(always)]
 fn deinterleave<const S: usize>(src: &[f32], dst: &mut [[f32; NT]]) {
     const { assert!(S == 2 || S == 4) };
