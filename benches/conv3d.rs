@@ -56,28 +56,52 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// The training steps' 3×3×3 convolutions: name, (c_in, c_out), volume.
-const BACKWARD_CASES: &[(&str, [usize; 2], [usize; 3])] = &[
-    ("64to64_latent20x28x20", [64, 64], [20, 28, 20]),
-    ("128to64_latent20x28x20", [128, 64], [20, 28, 20]),
-    ("128to128_10x14x10", [128, 128], [10, 14, 10]),
-    ("32to32_40x56x40", [32, 32], [40, 56, 40]),
-    ("1to32_40x56x40", [1, 32], [40, 56, 40]),
-    ("32to1_40x56x40", [32, 1], [40, 56, 40]),
-];
+/// A benchmarked training convolution: name, (c_in, c_out), kernel, volume, configuration.
+type BackwardCase = (&'static str, [usize; 2], usize, [usize; 3], Conv3dConfig);
+
+/// The training steps' convolutions.
+fn backward_cases() -> Vec<BackwardCase> {
+    let same = Conv3dConfig::new(1, 1);
+    // The autoencoder's downsampling and the patch discriminator's layers.
+    let (down, patch) = (Conv3dConfig::pad_after_stride2(), Conv3dConfig::new(1, 2));
+    vec![
+        ("64to64_latent20x28x20", [64, 64], 3, [20, 28, 20], same),
+        ("128to64_latent20x28x20", [128, 64], 3, [20, 28, 20], same),
+        ("128to128_10x14x10", [128, 128], 3, [10, 14, 10], same),
+        ("32to32_40x56x40", [32, 32], 3, [40, 56, 40], same),
+        ("1to32_40x56x40", [1, 32], 3, [40, 56, 40], same),
+        ("32to1_40x56x40", [32, 1], 3, [40, 56, 40], same),
+        ("32to32_stride2_40x56x40", [32, 32], 3, [40, 56, 40], down),
+        ("1to32_k4_stride2_40x56x40", [1, 32], 4, [40, 56, 40], patch),
+        (
+            "32to64_k4_stride2_20x28x20",
+            [32, 64],
+            4,
+            [20, 28, 20],
+            patch,
+        ),
+        (
+            "64to128_k4_stride2_10x14x10",
+            [64, 128],
+            4,
+            [10, 14, 10],
+            patch,
+        ),
+    ]
+}
 
 fn bench_backward(c: &mut Criterion) {
     let dev = Device::Cpu;
     let mut group = c.benchmark_group("conv3d_backward");
     group.sample_size(10);
-    let cfg = Conv3dConfig::new(1, 1);
-    for (name, [ci, co], [d, h, w]) in BACKWARD_CASES {
-        let x = Var::randn(0f32, 1.0, (1, *ci, *d, *h, *w), &dev).unwrap();
-        let wt = Var::randn(0f32, 0.05, (*co, *ci, 3, 3, 3), &dev).unwrap();
+    for (name, [ci, co], k, [d, h, w], cfg) in backward_cases() {
+        let x = Var::randn(0f32, 1.0, (1, ci, d, h, w), &dev).unwrap();
+        let wt = Var::randn(0f32, 0.05, (co, ci, k, k, k), &dev).unwrap();
+        let voxels = conv3d(&x, &wt, &cfg).unwrap().elem_count() / co;
         group.throughput(Throughput::Elements(
-            (3 * 2 * ci * co * 27 * d * h * w) as u64,
+            (3 * 2 * ci * co * k * k * k * voxels) as u64,
         ));
-        group.bench_function(*name, |b| {
+        group.bench_function(name, |b| {
             b.iter(|| conv3d(&x, &wt, &cfg).unwrap().backward().unwrap());
         });
     }

@@ -46,6 +46,15 @@ impl GroupNorm {
         })
     }
 
+    /// The same norm with gain and shift that carry no gradient (sharing their storage).
+    pub fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.detach(),
+            ..*self
+        }
+    }
+
     /// Normalises then applies SiLU: `silu(group_norm(x))`, fused on the CPU.
     ///
     /// # Errors

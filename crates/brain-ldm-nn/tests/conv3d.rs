@@ -114,6 +114,9 @@ fn cases() -> Vec<([usize; 5], [usize; 5], Conv3dConfig)> {
         ([1, 3, 12, 11, 13], [4, 3, 3, 3, 3], Conv3dConfig::new(1, 1)),
         // Large enough for the shifted-view kernels (padding columns under 10 % of the work).
         ([1, 3, 8, 30, 60], [7, 3, 3, 3, 3], Conv3dConfig::new(1, 1)),
+        // The discriminator's 4×4×4 stride-2 convolutions: two tiles of output voxels and
+        // several blocks of input channels in the input gradient.
+        ([1, 9, 20, 18, 22], [5, 9, 4, 4, 4], Conv3dConfig::new(1, 2)),
     ]
 }
 
@@ -288,8 +291,10 @@ fn assert_grad_close(name: &str, analytic: &Tensor, coords: &[usize], numeric: &
 
 #[test]
 fn conv3d_gradients_match_finite_differences() {
-    // Stride 1 with symmetric padding, and MONAI's stride-2 downsampling padding.
-    for (xs, ws, cfg) in [cases()[0], cases()[3], cases()[6]] {
+    // Stride 1 with symmetric padding, and every strided case (MONAI's stride-2 downsampling
+    // padding, a stride along one axis, the discriminator's).
+    let cases = cases();
+    for (xs, ws, cfg) in [cases[0], cases[3], cases[4], cases[5], cases[6], cases[9]] {
         let x = random(&xs, 11);
         let w = random(&ws, 12);
         let xv = Var::from_tensor(&tensor(&x, &xs)).unwrap();
@@ -330,6 +335,34 @@ fn conv3d_gradients_match_finite_differences() {
         assert!(diff(gx, g2.get(xv2.as_tensor()).unwrap()) < 1e-4);
         assert!(diff(gw, g2.get(wv2.as_tensor()).unwrap()) < 1e-4);
     }
+}
+
+/// With one operand carrying no gradient (an image, a detached tensor, frozen weights), the
+/// other's gradient is the same bits as with both.
+#[test]
+fn conv3d_gradient_of_one_operand_alone() {
+    let (xs, ws, cfg) = cases()[9];
+    let x = tensor(&random(&xs, 21), &xs);
+    let w = tensor(&random(&ws, 22), &ws);
+    let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+    let backward = |x: &Tensor, w: &Tensor| {
+        let y = conv3d(x, w, &cfg).unwrap();
+        y.sqr().unwrap().sum_all().unwrap().backward().unwrap()
+    };
+    let values = |t: Option<&Tensor>| t.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let both = backward(xv.as_tensor(), wv.as_tensor());
+    let weight_only = backward(&x, wv.as_tensor());
+    assert!(weight_only.get(&x).is_none());
+    assert_eq!(
+        values(weight_only.get(wv.as_tensor())),
+        values(both.get(wv.as_tensor()))
+    );
+    let input_only = backward(xv.as_tensor(), &w);
+    assert!(input_only.get(&w).is_none());
+    assert_eq!(
+        values(input_only.get(xv.as_tensor())),
+        values(both.get(xv.as_tensor()))
+    );
 }
 
 #[test]

@@ -12,12 +12,15 @@
 //! * The weight gradient of a 3×3×3 stride-1 convolution with at least 16 input channels and
 //!   256 output voxels is Winograd's (`winograd::weight_grad`), whatever its output channels;
 //!   of the others, it gathers the same im2col tiles and accumulates `G · colᵀ`.
+//! * The input gradient of a strided convolution multiplies each tile's output gradient by
+//!   the transposed weights and scatters the columns back onto their windows (col2im), the
+//!   forward's work; stride-1 input gradients are convolutions (`super::Conv3dOp`).
 //!
 //! Tiles run in parallel on rayon's pool; each GEMM is single-threaded unless there are too
 //! few tiles to occupy the pool.
 
 use super::geometry::ConvGeometry;
-use super::im2col::im2col_tile;
+use super::im2col::{col2im_tile, im2col_tile};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -153,6 +156,78 @@ pub(crate) fn conv3d_weight_grad(x: &[f32], grad_out: &[f32], g: &ConvGeometry) 
     }
     grad_w
 }
+
+/// Gradient of the convolution with respect to its input, `[b, c_in, d, h, w]`, for any
+/// stride: per tile of output voxels, `col = Wᵀ · G` scattered back onto the windows the
+/// forward gathered ([`col2im_tile`]). Blocks of input channels run in parallel and write
+/// disjoint outputs, each summing its tiles in order, so the result does not depend on the
+/// thread count.
+pub(crate) fn conv3d_input_grad(grad_out: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let taps = g.taps();
+    let (ivol, ovol) = (g.input_volume(), g.output_volume());
+    let nt_max = TILE.min(ovol);
+    // Channels per job: enough jobs for the pool, and a column block (per_block·taps × TILE
+    // floats) that stays in L2.
+    let threads = rayon::current_num_threads();
+    let per_block = g
+        .c_in
+        .div_ceil(2 * threads)
+        .min((COL2IM_ROWS / taps).max(1))
+        .max(1);
+    let blocks = g.c_in.div_ceil(per_block);
+    let mut grad_x = vec![0f32; g.batch * g.c_in * ivol];
+    let grad_ptr = SharedMut(grad_x.as_mut_ptr());
+    (0..g.batch * blocks).into_par_iter().for_each_init(
+        || vec![0f32; per_block * taps * nt_max],
+        |col, job| {
+            let (b, block) = (job / blocks, job % blocks);
+            let channels = block * per_block..((block + 1) * per_block).min(g.c_in);
+            let rows = channels.len() * taps;
+            // SAFETY: the job's channels of batch item b, written by no other job.
+            let gx = unsafe {
+                std::slice::from_raw_parts_mut(
+                    grad_ptr.get().add((b * g.c_in + channels.start) * ivol),
+                    channels.len() * ivol,
+                )
+            };
+            let gb = &grad_out[b * g.c_out * ovol..(b + 1) * g.c_out * ovol];
+            for n0 in (0..ovol).step_by(TILE) {
+                let nt = TILE.min(ovol - n0);
+                // col[rows × nt] = Wᵀ[rows × c_out] · G[c_out × nt], W row-major
+                // [c_out × c_in·taps] read transposed from the block's first column.
+                // SAFETY: col holds rows·nt floats; W's and G's extents are those read.
+                unsafe {
+                    gemm(
+                        rows,
+                        nt,
+                        g.c_out,
+                        col.as_mut_ptr(),
+                        1,
+                        nt as isize,
+                        false,
+                        w.as_ptr().add(channels.start * taps),
+                        (g.c_in * taps) as isize,
+                        1,
+                        gb.as_ptr().add(n0),
+                        1,
+                        ovol as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                col2im_tile(gx, g, channels.clone(), n0, nt, col, nt);
+            }
+        },
+    );
+    grad_x
+}
+
+/// Rows of an input-gradient column block: 256 × [`TILE`] floats, 512 KiB.
+const COL2IM_ROWS: usize = 256;
 
 thread_local! {
     /// Each thread's column buffer for [`conv3d_weight_grad`], kept between calls (a fresh

@@ -291,26 +291,72 @@ impl CustomOp2 for Conv3dOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = ConvGeometry::new(x.dims(), w.dims(), &self.cfg)?;
-        // Input gradient: the output gradient dilated by the stride, correlated with the
-        // flipped, channel-transposed kernel; padding chosen so the result has the input's size.
-        let mut pads = [(0isize, 0isize); 3];
-        for (a, pad) in pads.iter_mut().enumerate() {
-            let k = g.kernel[a] as isize;
-            let before = g.padding[a].0 as isize;
-            let dilated = ((g.output[a] - 1) * g.stride[a] + 1) as isize;
-            *pad = (k - 1 - before, g.input[a] as isize + before - dilated);
-        }
         let grad = grad.contiguous()?;
-        let grad_x = correlate_dilated(&grad, &flip_transpose(w)?, g.stride, pads)?;
-        let grad_w = x.apply_op2_no_bwd(
-            &grad,
-            &Conv3dWeightGradOp {
-                cfg: self.cfg,
-                kernel: g.kernel,
-                c_out: g.c_out,
-            },
-        )?;
-        Ok((Some(grad_x), Some(grad_w)))
+        // Gradients only for the operands that carry one (not an image, a detached tensor or
+        // frozen weights): candle asks for both.
+        let grad_x = if !x.track_op() {
+            None
+        } else if g.stride == [1; 3] {
+            // The output gradient correlated with the flipped, channel-transposed kernel,
+            // padded so that the result has the input's size.
+            let mut pads = [(0isize, 0isize); 3];
+            for (a, pad) in pads.iter_mut().enumerate() {
+                let k = g.kernel[a] as isize;
+                let before = g.padding[a].0 as isize;
+                *pad = (
+                    k - 1 - before,
+                    before + g.input[a] as isize - g.output[a] as isize,
+                );
+            }
+            Some(correlate_dilated(&grad, &flip_transpose(w)?, [1; 3], pads)?)
+        } else {
+            Some(grad.apply_op2_no_bwd(
+                w,
+                &Conv3dInputGradOp {
+                    cfg: self.cfg,
+                    x_dims: [g.batch, g.c_in, g.input[0], g.input[1], g.input[2]],
+                },
+            )?)
+        };
+        let grad_w = if w.track_op() {
+            Some(x.apply_op2_no_bwd(
+                &grad,
+                &Conv3dWeightGradOp {
+                    cfg: self.cfg,
+                    kernel: g.kernel,
+                    c_out: g.c_out,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((grad_x, grad_w))
+    }
+}
+
+/// The input gradient of a strided [`Conv3dOp`]: `(grad_out, weight) → grad_x`.
+struct Conv3dInputGradOp {
+    cfg: Conv3dConfig,
+    x_dims: [usize; 5],
+}
+
+impl CustomOp2 for Conv3dInputGradOp {
+    fn name(&self) -> &'static str {
+        "conv3d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = ConvGeometry::new(&self.x_dims, l2.dims(), &self.cfg)?;
+        let grad = contiguous_f32(s1, l1, "conv3d-input-grad")?;
+        let w = contiguous_f32(s2, l2, "conv3d-input-grad")?;
+        let gx = cpu::conv3d_input_grad(grad, w, &g);
+        Ok((CpuStorage::F32(gx), Shape::from(self.x_dims.to_vec())))
     }
 }
 
