@@ -339,6 +339,31 @@ impl Norm {
         })
     }
 
+    /// The same norm with learned parameters that carry no gradient.
+    fn detached(&self) -> Self {
+        match self {
+            Norm::None => Norm::None,
+            Norm::Batch {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                eps,
+            } => Norm::Batch {
+                weight: weight.detach(),
+                bias: bias.detach(),
+                running_mean: running_mean.clone(),
+                running_var: running_var.clone(),
+                eps: *eps,
+            },
+            Norm::Instance { affine, eps } => Norm::Instance {
+                affine: affine.as_ref().map(|(w, b)| (w.detach(), b.detach())),
+                eps: *eps,
+            },
+            Norm::Group(g) => Norm::Group(g.detached()),
+        }
+    }
+
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         match self {
             Norm::None => Ok(x.clone()),
@@ -378,6 +403,20 @@ struct Layer {
 }
 
 impl Layer {
+    /// The same layer with weights that carry no gradient.
+    fn detached(&self) -> Self {
+        let conv = &self.conv;
+        Self {
+            conv: Conv3d::new(
+                conv.weight().detach(),
+                conv.bias().map(Tensor::detach),
+                *conv.config(),
+            ),
+            norm: self.norm.detached(),
+            act: self.act,
+        }
+    }
+
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = self.norm.forward(&self.conv.forward(x)?, train)?;
         match &self.act {
@@ -502,6 +541,16 @@ impl PatchDiscriminator {
         })
     }
 
+    /// The same discriminator with weights that carry no gradient (sharing their storage):
+    /// a loss through it backpropagates to its input only, as the generator's adversarial
+    /// term needs, without computing the weight gradients.
+    pub fn detached(&self) -> Self {
+        Self {
+            layers: self.layers.iter().map(Layer::detached).collect(),
+            in_channels: self.in_channels,
+        }
+    }
+
     /// Loads a checkpoint file (safetensors or PyTorch pickle, MONAI's names) onto `device`
     /// in f32, checking that every key fits.
     ///
@@ -599,5 +648,49 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-3, "{diff}");
+    }
+
+    /// A loss through the detached discriminator reaches its input with the same gradient
+    /// and none of its weights (every kind of norm).
+    #[test]
+    fn detached_passes_the_input_gradient_only() {
+        let dev = Device::Cpu;
+        for norm in [
+            r#""BATCH""#,
+            r#"["INSTANCE", {"affine": true}]"#,
+            r#"["GROUP", {"num_groups": 2}]"#,
+        ] {
+            let cfg = PatchDiscriminatorConfig::from_json(&format!(
+                r#"{{"spatial_dims": 3, "channels": 4, "in_channels": 1, "num_layers_d": 2, "norm": {norm}}}"#
+            ))
+            .unwrap();
+            let vars = candle_nn::VarMap::new();
+            let d = PatchDiscriminator::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, &dev))
+                .unwrap();
+            let x = candle_core::Var::from_tensor(
+                &Tensor::randn(0f32, 1.0, (1, 1, 16, 16, 16), &dev).unwrap(),
+            )
+            .unwrap();
+            let backward = |d: &PatchDiscriminator| {
+                let logits = d.forward_t(x.as_tensor(), true).unwrap().pop().unwrap();
+                logits.sqr().unwrap().sum_all().unwrap().backward().unwrap()
+            };
+            let (full, frozen) = (backward(&d), backward(&d.detached()));
+            let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(
+                values(frozen.get(x.as_tensor()).unwrap()),
+                values(full.get(x.as_tensor()).unwrap()),
+                "{norm}"
+            );
+            for (name, var) in vars.data().lock().unwrap().iter() {
+                assert!(
+                    full.get(var.as_tensor()).is_some()
+                        || name.contains("running")
+                        || name.contains("num_batches"),
+                    "{norm}: {name}"
+                );
+                assert!(frozen.get(var.as_tensor()).is_none(), "{norm}: {name}");
+            }
+        }
     }
 }

@@ -362,7 +362,8 @@ impl AutoencoderTrainer {
             }
             let mut g_adv = 0.0;
             if let (true, Some(critic)) = (adversarial, &self.critic) {
-                let logits = last(critic.model.forward_t(&recon, true)?)?;
+                // Frozen: the generator's step needs no discriminator weight gradients.
+                let logits = last(critic.model.detached().forward_t(&recon, true)?)?;
                 let g = adv.generator(&logits)?;
                 g_adv = g.to_scalar::<f32>()? as f64;
                 loss = (loss + (g * self.config.adversarial_weight)?)?;
